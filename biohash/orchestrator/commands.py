@@ -1,0 +1,149 @@
+"""``biohash sweep plan | run | resume | status | list`` and ``biohash demo``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+__all__ = ["add_parser"]
+
+
+def _storage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=os.environ.get("BIOHASH_STORAGE", "sweeps"),
+                   help="sweep storage root: a folder or a URI (s3://bucket/prefix, gs://...)")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from biohash.search_spaces import load_space, plan
+
+    the_plan = plan(load_space(args.space), data_root=args.data_root)
+    print(the_plan.render())
+    return 1 if the_plan.problems else 0
+
+
+def _options(args: argparse.Namespace):
+    from biohash.orchestrator.sweep import SweepOptions
+
+    return SweepOptions(
+        space=args.space, name=args.name, storage=args.storage, address=args.address,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, scheduler=args.scheduler,
+        max_failures=args.max_failures, data_root=args.data_root, mlflow_uri=args.mlflow_uri,
+        num_cpus=args.num_cpus, verbose=args.tune_verbose)
+
+
+def _print_summary(summary) -> int:
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
+    print(f"sweep {summary.name}: {summary.n_trials} trials ({counts}) in {summary.path}")
+    for line in summary.errors:
+        print(f"  error: {line}")
+    return 1 if summary.errors else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from biohash.orchestrator.sweep import resume_sweep, run_sweep
+
+    if args.resume and args.name:
+        from biohash.orchestrator.sweep import storage_location
+
+        if storage_location(args.storage).join(args.name).exists():
+            return _print_summary(resume_sweep(args.name, storage=args.storage,
+                                               address=args.address, num_cpus=args.num_cpus))
+    return _print_summary(run_sweep(_options(args)))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from biohash.orchestrator.sweep import resume_sweep
+
+    return _print_summary(resume_sweep(args.name, storage=args.storage, address=args.address,
+                                       num_cpus=args.num_cpus,
+                                       restart_errored=args.restart_errored))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from biohash.orchestrator.sweep import sweep_status
+
+    status = sweep_status(args.name, storage=args.storage)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(status["counts"].items()))
+    print(f"{status['name']} ({status['space']}): {status['n_trials']} trials: {counts}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from biohash.orchestrator.sweep import list_sweep_names
+
+    sweeps = list_sweep_names(args.storage)
+    if not sweeps:
+        print(f"no sweeps in {args.storage}")
+    for s in sweeps:
+        print(f"{s['name']:<40} {s['space'] or '?':<14} {s['n_trials'] or '?':>6} trials  "
+              f"{s['created'] or ''}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from biohash.orchestrator.demo import run_demo
+
+    return run_demo(storage=args.storage, mlflow_uri=args.mlflow_uri, space=args.space)
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="attach to a running Ray cluster ('auto' or host:port); "
+                        "default: start an embedded local Ray")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
+    p.add_argument("--data-root", default=os.environ.get("BIOHASH_DATA_ROOT", "data"),
+                   help="processed data root (folder or URI, e.g. s3://bucket/data)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser("sweep", help="plan, run, resume and inspect sweeps on Ray Tune")
+    ssub = sweep.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
+
+    p = ssub.add_parser("plan", help="validate a space and print trials, axes, GPU-hours")
+    p.add_argument("--space", required=True, help="a shipped space name or a YAML path")
+    p.add_argument("--data-root", default=os.environ.get("BIOHASH_DATA_ROOT", "data"))
+    p.set_defaults(func=_plan)
+
+    p = ssub.add_parser("run", help="launch a sweep", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--space", required=True, help="a shipped space name or a YAML path")
+    p.add_argument("--name", default=None, help="sweep name (default: <space>-<timestamp>)")
+    _storage_arg(p)
+    _run_flags(p)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="0, 0.25, 0.5, 1, 2 ...")
+    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("--scheduler", default="fifo", help="fifo or asha (stops weak trials early)")
+    p.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its checkpoint")
+    p.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                   help="MLflow tracking URI (default: sqlite:///./mlflow.db; '' = off)")
+    p.add_argument("--resume", action="store_true", help="if --name exists, resume it instead")
+    p.add_argument("--tune-verbose", type=int, default=1, help="Ray Tune verbosity 0-3")
+    p.set_defaults(func=_run)
+
+    p = ssub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("name")
+    _storage_arg(p)
+    _run_flags(p)
+    p.add_argument("--restart-errored", action="store_true",
+                   help="restart errored trials from scratch instead of their checkpoint")
+    p.set_defaults(func=_resume)
+
+    p = ssub.add_parser("status", help="trial counts of a sweep, read from storage")
+    p.add_argument("name")
+    _storage_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_status)
+
+    p = ssub.add_parser("list", help="sweeps in storage")
+    _storage_arg(p)
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("demo", help="the demo sweep on DIGITS, then the best configs")
+    _storage_arg(p)
+    p.add_argument("--space", default="demo")
+    p.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    p.set_defaults(func=_demo)

@@ -1,0 +1,299 @@
+"""Launch, resume and inspect sweeps: a search space run as Ray Tune trials.
+
+``run_sweep`` validates everything that can be checked before a single
+trial starts (space, data, storage, resources), writes ``sweep.json``,
+then runs a ``tune.Tuner`` whose trials are :func:`trial_trainable` and whose
+driver-side callbacks write MLflow and Parquet. ``resume_sweep`` continues
+an interrupted sweep with ``Tuner.restore`` (finished trials are not rerun,
+errored ones resume from their last checkpoint).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biohash.errors import SweepError
+
+__all__ = ["SweepOptions", "SweepSummary", "run_sweep", "resume_sweep", "sweep_status",
+           "list_sweep_names", "default_mlflow_uri", "storage_location", "SCHEDULERS"]
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = ("fifo", "asha")
+SWEEP_FILE = "sweep.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def default_mlflow_uri() -> str:
+    """The embedded tracking store: ``mlflow.db`` in the working directory."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Everything ``biohash sweep run`` accepts (see ``--help``)."""
+
+    space: str
+    name: str | None = None
+    storage: str = "sweeps"
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    scheduler: str = "fifo"
+    max_failures: int = 2
+    data_root: str = "data"
+    mlflow_uri: str | None = None   # None -> default_mlflow_uri(); "" -> no MLflow
+    num_cpus: int | None = None     # embedded Ray only
+    verbose: int = 1
+    extra_runtime: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise SweepError(f"bad --scheduler {self.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+        if self.cpus_per_trial <= 0:
+            raise SweepError(f"bad --cpus-per-trial {self.cpus_per_trial!r}; allowed: a number > 0")
+        if self.gpus_per_trial < 0 or (0 < self.gpus_per_trial < 1 and 1 / self.gpus_per_trial % 1):
+            raise SweepError(f"bad --gpus-per-trial {self.gpus_per_trial!r}; allowed: 0, a fraction "
+                             f"1/n (0.5, 0.25, ...) or a whole number of GPUs")
+        if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
+            raise SweepError(f"bad --gpus-per-trial {self.gpus_per_trial!r}; above 1 it must be whole")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise SweepError(f"bad --max-concurrent {self.max_concurrent!r}; allowed: an integer >= 1")
+        if self.max_failures < 0:
+            raise SweepError(f"bad --max-failures {self.max_failures!r}; allowed: an integer >= 0")
+        if self.name is not None and not _NAME.match(self.name):
+            raise SweepError(f"bad --name {self.name!r}; allowed: letters, digits, '.', '_', '-' "
+                             f"(up to 100, starting with a letter or digit)")
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    name: str
+    path: str
+    n_trials: int
+    counts: dict[str, int]
+    errors: list[str]
+
+
+def storage_location(storage: str):
+    from biohash.errors import ResultsError
+    from biohash.results.store import resolve
+
+    try:
+        return resolve(storage)
+    except ResultsError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def _check_writable(loc) -> None:
+    probe = loc.join(f".biohash-write-probe-{os.getpid()}")
+    try:
+        loc.fs.create_dir(loc.path, recursive=True)
+        with loc.fs.open_output_stream(probe.path) as fh:
+            fh.write(b"ok")
+        loc.fs.delete_file(probe.path)
+    except OSError as exc:
+        raise SweepError(f"storage {loc.uri!r} is not writable: {exc}") from None
+
+
+def _code_version() -> str:
+    import biohash
+
+    return getattr(biohash, "__version__", "unknown")
+
+
+def _write_sweep_json(loc, info: dict[str, Any]) -> None:
+    """``sweep.json`` is small and written once at launch: one atomic put / rename."""
+    from biohash.utils import atomic_write_text
+
+    data = json.dumps(info, indent=2, sort_keys=True, default=str)
+    loc.fs.create_dir(loc.path, recursive=True)
+    target = loc.join(SWEEP_FILE)
+    if type(loc.fs).__name__ == "LocalFileSystem":
+        atomic_write_text(target.path, data)
+    else:
+        with loc.fs.open_output_stream(target.path) as fh:
+            fh.write(data.encode())
+
+
+def _sweep_info(loc) -> dict[str, Any]:
+    from biohash.results.store import read_sweep_json
+
+    info = read_sweep_json(loc)
+    if not info:
+        raise SweepError(f"no sweep at {loc.uri!r}; list sweeps with 'biohash sweep list'")
+    return info
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled") if address is None else None
+    # Explicit address="local": never attach by accident to a stale cluster
+    # recorded in /tmp/ray/ray_current_cluster (see the Ray facts).
+    if address is None:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+
+
+def _param_space(trials, name: str, storage: str, opts: SweepOptions) -> dict[str, Any]:
+    from ray import tune
+
+    runtime = {"data_root": opts.data_root, "storage": storage, **opts.extra_runtime}
+    return {"trial": tune.grid_search([t.to_dict() for t in trials]), "sweep": name,
+            "runtime": runtime}
+
+
+def _tuner(trials, name: str, loc, opts: SweepOptions, space_name: str):
+    from ray import tune
+
+    from biohash.orchestrator.resources import trial_resources
+    from biohash.results import MlflowSweepCallback, ParquetResultsCallback
+    from biohash.trainables import trial_dirname, trial_name, trial_trainable
+
+    callbacks = [ParquetResultsCallback(loc.uri, name)]
+    if opts.mlflow_uri != "":
+        callbacks.append(MlflowSweepCallback(opts.mlflow_uri or default_mlflow_uri(), sweep=name,
+                                             space=space_name, storage=loc.uri))
+    scheduler = None
+    if opts.scheduler == "asha":
+        max_t = max(t.ep for t in trials)
+        scheduler = tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=max_t,
+                                                  grace_period=min(2, max_t), reduction_factor=3)
+    trainable = tune.with_resources(trial_trainable,
+                                    trial_resources(opts.cpus_per_trial, opts.gpus_per_trial))
+    return tune.Tuner(
+        trainable,
+        param_space=_param_space(trials, name, loc.uri, opts),
+        tune_config=tune.TuneConfig(
+            metric="val_mAP", mode="max", scheduler=scheduler, reuse_actors=True,
+            max_concurrent_trials=opts.max_concurrent, trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=name, storage_path=loc.path, storage_filesystem=loc.fs, callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+            progress_reporter=_reporter(), verbose=opts.verbose),
+    )
+
+
+def _reporter():
+    from ray import tune
+
+    return tune.CLIReporter(
+        parameter_columns={"trial/db": "db", "trial/arch": "arch", "trial/mode": "mode",
+                           "trial/nbits": "bits", "trial/loss": "loss", "trial/seed": "seed"},
+        metric_columns={"epoch": "epoch", "val_mAP": "val mAP", "score": "score"},
+        max_report_frequency=30)
+
+
+def _summary(result_grid, name: str, loc, n_trials: int) -> SweepSummary:
+    counts: dict[str, int] = {}
+    errors = []
+    for result in result_grid:
+        status = "errored" if result.error else str(result.metrics.get("status", "finished"))
+        counts[status] = counts.get(status, 0) + 1
+        if result.error:
+            errors.append(f"{result.path}: {str(result.error).splitlines()[0][:200]}")
+    return SweepSummary(name, loc.uri, n_trials, counts, errors)
+
+
+def run_sweep(opts: SweepOptions) -> SweepSummary:
+    """Validate, then run every trial of ``opts.space`` as one Ray Tune experiment."""
+    from biohash.search_spaces import load_space, plan
+
+    opts.check()
+    space = load_space(opts.space)
+    the_plan = plan(space, data_root=opts.data_root)
+    if the_plan.problems:
+        raise SweepError(f"sweep {space.name!r} cannot start: " + "; ".join(the_plan.problems))
+    trials = the_plan.trials
+    name = opts.name or f"{space.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    root = storage_location(opts.storage)
+    loc = root.join(name)
+    if loc.exists():
+        raise SweepError(f"sweep {name!r} already exists in {root.uri!r}; continue it with "
+                         f"'biohash sweep resume {name}' or choose another --name")
+    _check_writable(root)
+    from biohash.orchestrator.resources import check_satisfiable
+
+    _init_ray(opts.address, opts.num_cpus)
+    check_satisfiable(opts.cpus_per_trial, opts.gpus_per_trial)
+    _write_sweep_json(loc, {
+        "name": name, "space": space.name, "space_path": str(space.path or ""),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(), "code_version": _code_version(),
+        "storage": root.uri, "n_trials": len(trials), "axes": space.axes,
+        "mlflow_uri": "" if opts.mlflow_uri == "" else (opts.mlflow_uri or default_mlflow_uri()),
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("space", "name")},
+    })
+    tuner = _tuner(trials, name, loc, opts, space.name)
+    return _summary(tuner.fit(), name, loc, len(trials))
+
+
+def resume_sweep(name: str, *, storage: str = "sweeps", address: str | None = None,
+                 num_cpus: int | None = None, restart_errored: bool = False) -> SweepSummary:
+    """Continue an interrupted sweep: unfinished and errored trials run, finished ones don't."""
+    from ray import tune
+
+    from biohash.orchestrator.resources import check_satisfiable
+    from biohash.trainables import trial_trainable
+
+    loc = storage_location(storage).join(name)
+    info = _sweep_info(loc)
+    if not tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
+        raise SweepError(f"sweep {name!r} in {storage!r} has no Tune state to resume "
+                         f"(it was interrupted before its first trial started); run it again")
+    opts = info.get("options", {})
+    _init_ray(address, num_cpus)
+    check_satisfiable(opts.get("cpus_per_trial", 1.0), opts.get("gpus_per_trial", 0.0))
+    from biohash.orchestrator.resources import trial_resources
+
+    trainable = tune.with_resources(trial_trainable, trial_resources(
+        opts.get("cpus_per_trial", 1.0), opts.get("gpus_per_trial", 0.0)))
+    tuner = tune.Tuner.restore(loc.path, trainable, resume_unfinished=True,
+                               resume_errored=not restart_errored, restart_errored=restart_errored,
+                               storage_filesystem=loc.fs)
+    return _summary(tuner.fit(), name, loc, int(info.get("n_trials", 0)))
+
+
+def sweep_status(name: str, *, storage: str = "sweeps") -> dict[str, Any]:
+    """Trial counts by state, read from storage only (no cluster needed)."""
+    from biohash.orchestrator.state import trial_states
+
+    loc = storage_location(storage).join(name)
+    info = _sweep_info(loc)
+    states = trial_states(loc)
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state] = counts.get(state, 0) + 1
+    n = int(info.get("n_trials", 0))
+    counts["pending"] = counts.get("pending", 0) + max(0, n - len(states))
+    return {"name": name, "space": info.get("space"), "n_trials": n, "counts": counts,
+            "created": info.get("created"), "path": loc.uri}
+
+
+def list_sweep_names(storage: str = "sweeps") -> list[dict[str, Any]]:
+    """Every sweep in ``storage`` with its space, size and creation time."""
+    from biohash.results.store import list_sweeps, read_sweep_json
+
+    root = storage_location(storage)
+    if not root.exists():
+        return []
+    out = []
+    for name in list_sweeps(storage):
+        meta = read_sweep_json(root.join(name))
+        out.append({"name": name, "space": meta.get("space"), "n_trials": meta.get("n_trials"),
+                    "created": meta.get("created")})
+    return sorted(out, key=lambda m: m.get("created") or "")

@@ -1,0 +1,123 @@
+"""``biohash train | predict | eval``: the old scripts' flags, verbatim.
+
+``python src/models/PenaltyStrategies/train.py -exp bioexp -db CIFAR_10 ...``
+becomes ``biohash train -exp bioexp -db CIFAR_10 ...`` with the same names,
+defaults and run directories (``models/<group>/<db>/<exp>/<run name>``);
+``python src/eval/eval_map.py -p RUN_DIR`` becomes ``biohash eval -p RUN_DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from biohash.config import FIELDS, TrialConfig
+
+__all__ = ["add_parser"]
+
+_TYPES = {"str": str, "int": int, "float": float}
+
+
+def _add_trial_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrialConfig field: ``-bs`` (and ``--batch_size`` where it had one)."""
+    for f in FIELDS:
+        names = [f"-{f.metadata['flag']}"]
+        if f.metadata["long"]:
+            names.append(f"--{f.metadata['long']}")
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind == "bool":
+            parser.add_argument(*names, dest=f.name, action="store_true", help=f.metadata["help"])
+        else:
+            parser.add_argument(*names, dest=f.name, type=_TYPES[kind], default=f.default,
+                                help=f.metadata["help"])
+    _add_runtime_flags(parser)
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", default="data", help="processed data root (path or URI)")
+    parser.add_argument("--models-dir", default="models", help="root of run directories")
+    parser.add_argument("--group", default="PenaltyStrategies", help="folder under models/")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def _config(args: argparse.Namespace) -> TrialConfig:
+    cfg = TrialConfig.from_dict({f.name: getattr(args, f.name) for f in FIELDS}, source="flags")
+    return cfg.validate()
+
+
+def _runtime(args: argparse.Namespace):
+    from biohash.pipeline.runtime import Runtime
+
+    return Runtime(data_root=args.data_root, device=args.device)
+
+
+def _print_epoch(metrics: dict, _ckpt: Path) -> None:
+    print(f"epoch {metrics['epoch']:>3}  loss {metrics.get('train/loss', float('nan')):.4f}  "
+          f"val mAP {metrics['val_mAP']:.4f}  ({metrics['time/epoch_s']:.1f}s)", flush=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from biohash.pipeline.run import resume_point, skip_reason, write_status
+    from biohash.pipeline.train import train
+
+    cfg = _config(args)
+    run_dir = cfg.run_dir(args.models_dir, args.group)
+    reason = skip_reason(cfg, run_dir, "train")
+    if reason:
+        print(f"skipping: {reason}")
+        return 0
+    runtime = _runtime(args)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir)
+    write_status(run_dir, train="running")
+    print(f"run directory: {run_dir}")
+    try:
+        result = train(cfg, run_dir, runtime=runtime, report=_print_epoch,
+                       resume=resume_point(cfg, run_dir))
+    except BaseException:
+        write_status(run_dir, train="failed")
+        raise
+    write_status(run_dir, train=result.status)
+    print(f"{result.status}: best val mAP {result.best_val:.4f} at epoch {result.best_epoch}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from biohash.pipeline.predict import predict
+    from biohash.pipeline.run import write_status
+
+    cfg = _config(args)
+    run_dir = cfg.run_dir(args.models_dir, args.group)
+    seconds = predict(cfg, run_dir, runtime=_runtime(args), hashes_tsv=args.hashes_tsv)
+    write_status(run_dir, predict="done")
+    print(f"predictions written to {run_dir} ({seconds:.1f}s)")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from biohash.pipeline.evaluate import EVAL_FOLDS, evaluate
+    from biohash.pipeline.run import write_status
+
+    results, _ = evaluate(Path(args.p), folds=tuple(args.folds or EVAL_FOLDS))
+    write_status(args.p, eval="done")
+    print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    common = dict(allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train one config (old train.py flags)", **common)
+    _add_trial_flags(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="hash every fold with the best checkpoint (old predict.py flags)",
+                       **common)
+    _add_trial_flags(p)
+    p.add_argument("--hashes-tsv", "-tsv", action="store_true",
+                   help="also write the old {fold}-hashes.tsv text files")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("eval", help="retrieval metrics of a run directory (old eval_map.py)", **common)
+    p.add_argument("-p", "--path", dest="p", required=True, help="run directory")
+    p.add_argument("--folds", nargs="+", help="query and/or val (default: both)")
+    p.set_defaults(func=_eval)

@@ -1,0 +1,124 @@
+"""One trial end to end (train -> predict -> evaluate) and the run directory.
+
+A run directory holds ``config.json``, ``status.json`` (one status per
+phase), ``checkpoints/``, the predictions and the eval JSON files. The
+rerun policy is the old workflow's: by default a finished run is skipped,
+``-no_skip`` reruns it, ``-soft_skip`` also skips runs that started but
+did not finish; an interrupted run continues from ``checkpoints/latest.pt``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biohash.config import TrialConfig
+from biohash.pipeline import checkpoint as ckpt
+from biohash.pipeline.evaluate import EVAL_FOLDS, evaluate
+from biohash.pipeline.predict import predict
+from biohash.pipeline.runtime import Runtime
+from biohash.pipeline.train import ReportFn, TrainResult, train
+from biohash.utils import atomic_write_json, resolve_device
+
+__all__ = ["STATUS_FILE", "DONE", "read_status", "write_status", "skip_reason", "run_trial",
+           "final_metrics", "FINAL_METRICS"]
+
+STATUS_FILE = "status.json"
+#: Train statuses of a run that ended on its own (as opposed to running/failed).
+DONE = ("finished", "early_stopped", "diverged")
+#: Flat (MLflow-safe) names of the final metrics reported per eval fold.
+FINAL_METRICS = ("mAP", "mAP_at_1000", "mAP_at_5000", "mAP_at_h0", "mAP_at_h1", "mAP_at_h2",
+                 "P_at_100", "P_at_1000")
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / STATUS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_status(run_dir: str | Path, **phases: str) -> None:
+    status = read_status(run_dir)
+    for phase, value in phases.items():
+        status[phase] = value
+        status[f"{phase}_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    atomic_write_json(Path(run_dir) / STATUS_FILE, status)
+
+
+def skip_reason(cfg: TrialConfig, run_dir: str | Path, phase: str = "train") -> str | None:
+    """Why ``phase`` should not run again, or None (old -no_skip/-soft_skip rules)."""
+    if cfg.no_skip:
+        return None
+    status = read_status(run_dir).get(phase)
+    if status in DONE or status == "done":
+        return f"{phase} already {status} in {run_dir} (use -no_skip to rerun)"
+    if cfg.soft_skip and status is not None:
+        return f"{phase} has status {status!r} in {run_dir} (-soft_skip)"
+    return None
+
+
+def resume_point(cfg: TrialConfig, run_dir: Path) -> Path | None:
+    """The checkpoint folder to continue from, if an unfinished run left one."""
+    latest = run_dir / ckpt.CHECKPOINT_DIR / ckpt.LATEST
+    if cfg.no_skip or not latest.is_file():
+        return None
+    return latest.parent
+
+
+def _device_label(runtime: Runtime) -> str:
+    device = resolve_device(runtime.device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def final_metrics(cfg: TrialConfig, run_dir: Path, result: TrainResult,
+                  evals: dict[str, dict] | None, times: dict[str, float],
+                  runtime: Runtime) -> dict[str, Any]:
+    """The last report of a trial (the contract read by the result sinks)."""
+    from biohash.metrics import metric_name
+
+    out: dict[str, Any] = {
+        "phase": "final", "trial_id": cfg.trial_id, "status": result.status,
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "epoch": result.epochs_run,
+        "run_dir": str(run_dir), "hw/device": _device_label(runtime),
+        "hw/precision": cfg.precision, "history": json.dumps(result.history),
+    }
+    for fold in EVAL_FOLDS:
+        metrics = (evals or {}).get(fold, {})
+        flat = {metric_name(k): float(v) for k, v in metrics.items() if k != "score"}
+        for name in FINAL_METRICS:
+            out[f"{fold}/{name}"] = flat.get(name, 0.0)
+    out["score"] = float((evals or {}).get("query", {}).get("score", 0.0))
+    out.update({f"time/{k}_s": v for k, v in times.items()})
+    out["time/total_s"] = sum(times.values())
+    return out
+
+
+def run_trial(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = None,
+              report: ReportFn | None = None, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train, predict and evaluate ``cfg`` in ``run_dir``; returns the final metrics.
+
+    A diverged run with no usable checkpoint is not predicted; its metrics are 0.
+    """
+    runtime = runtime or Runtime()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir)
+    write_status(run_dir, train="running")
+    try:
+        result = train(cfg, run_dir, runtime=runtime, report=report, resume=resume)
+    except BaseException:
+        write_status(run_dir, train="failed")
+        raise
+    write_status(run_dir, train=result.status)
+    times = {"train": result.train_seconds, "predict": 0.0, "eval": 0.0}
+    evals = None
+    if (run_dir / ckpt.CHECKPOINT_DIR / ckpt.BEST).is_file():
+        times["predict"] = predict(cfg, run_dir, runtime=runtime)
+        write_status(run_dir, predict="done")
+        evals, times["eval"] = evaluate(run_dir)
+        write_status(run_dir, eval="done")
+    return final_metrics(cfg, run_dir, result, evals, times, runtime)
