@@ -156,6 +156,10 @@ class TrialConfig:
         LOSSES.check(self.loss)
         MODES.check(self.mode)
         ARCHS.check(base_arch(self.arch))
+        for part, part_mode in parse_bio_scope(self.bio_scope, self.mode).items():
+            if part_mode != FROZEN and part_mode not in MODES:
+                raise ConfigError(f"bad -bio_scope {self.bio_scope!r}: unknown mode {part_mode!r} "
+                                  f"for {part}; choose from {', '.join(MODES.names())}, {FROZEN}")
         return self
 
     # ------------------------------------------------------------ derivations

@@ -18,7 +18,7 @@ from biohash.config import TrialConfig
 from biohash.errors import ConfigError
 from biohash.utils import resolve_device, seed_everything
 
-__all__ = ["Runtime", "TrialContext", "open_context", "forward_features", "ArrayFold"]
+__all__ = ["Runtime", "TrialContext", "open_context", "forward_features"]
 
 
 @dataclass(frozen=True)
@@ -33,18 +33,6 @@ class Runtime:
     device: str = "auto"
     cache_dir: str | None = None
     eval_batch_size: int = 256
-
-
-@dataclass(frozen=True)
-class ArrayFold:
-    """A fold held in memory (e.g. the fixed validation subset)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    ids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 @dataclass
@@ -64,19 +52,17 @@ class TrialContext:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def loader(self, fold: Any, *, shuffle: bool, epoch: int = 0, drop_last: bool = False,
-               batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
+               batch_size: int | None = None, indices: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
         """Batches ready for the model: resized, channel-matched, channels_last on CUDA."""
         from biohash.data import BatchLoader
 
         loader = BatchLoader(fold, batch_size or self.cfg.bs, shuffle=shuffle, seed=self.cfg.seed,
                              epoch=epoch, device=self.device, drop_last=drop_last,
-                             image_size=self.model.input_size,
-                             mean=self.store.mean, std=self.store.std)
+                             image_size=self.model.input_size, indices=indices,
+                             channels_last=self.device.type == "cuda")
         for x, y, idx in loader:
             if x.shape[1] != self.model.channels:
                 x = x.expand(-1, self.model.channels, -1, -1)  # grey stores into RGB nets
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
             yield x, y, idx
 
 
@@ -113,18 +99,20 @@ def open_context(cfg: TrialConfig, runtime: Runtime) -> TrialContext:
 
 @torch.no_grad()
 def forward_features(ctx: TrialContext, fold: Any, *, indices: np.ndarray | None = None) -> np.ndarray:
-    """Raw hash-layer outputs (float32, N x nbits, before tanh) in fold order."""
-    if indices is not None:
-        fold = ArrayFold(np.asarray(fold.images[indices]), np.asarray(fold.labels[indices]),
-                         np.asarray(fold.ids)[indices])
+    """Raw hash-layer outputs (float32, N x nbits, before tanh) in fold order.
+
+    With ``indices`` (sorted), only those items, in that order.
+    """
+    rows = np.arange(len(fold)) if indices is None else np.asarray(indices)
     was_training = ctx.model.training
     ctx.model.eval()
-    out = np.empty((len(fold), ctx.cfg.nbits), dtype=np.float32)
+    out = np.empty((len(rows), ctx.cfg.nbits), dtype=np.float32)
     try:
-        for x, _, idx in ctx.loader(fold, shuffle=False, batch_size=ctx.runtime.eval_batch_size):
+        for x, _, idx in ctx.loader(fold, shuffle=False, batch_size=ctx.runtime.eval_batch_size,
+                                    indices=indices):
             with ctx.autocast():
                 u = ctx.model(x)
-            out[np.asarray(idx.cpu() if torch.is_tensor(idx) else idx)] = u.float().cpu().numpy()
+            out[np.searchsorted(rows, idx.cpu().numpy())] = u.float().cpu().numpy()
     finally:
         ctx.model.train(was_training)
     return out

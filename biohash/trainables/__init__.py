@@ -12,19 +12,18 @@ Everything else (models, data, metrics) is ordinary library code.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["trial_trainable", "trial_dirname", "trial_name", "RUN_SUBDIR",
-           "CRASH_ONCE_ENV"]
+__all__ = ["trial_trainable", "trial_dirname", "trial_name", "RUN_SUBDIR", "CRASH_ONCE"]
 
 #: Run directories live under ``<trial dir>/models/...`` (old-workflow names).
 RUN_SUBDIR = "models"
-#: Test hook: ``"<trial_id>:<epoch>"`` makes that trial raise once after that
-#: epoch's report (a marker file under the trial dir remembers it crashed), to
-#: exercise retry-from-checkpoint with the real Tune machinery.
-CRASH_ONCE_ENV = "BIOHASH_CRASH_ONCE"
+#: Fault-injection hook (``runtime[CRASH_ONCE] = "<trial_id>:<epoch>"``): that
+#: trial raises once right after reporting that epoch (a marker file in the
+#: trial folder remembers it), so tests exercise Tune's real retry-from-
+#: checkpoint path. Also handy to rehearse a spot-node loss on a cluster.
+CRASH_ONCE = "crash_once"
 
 
 def trial_dirname(trial: Any) -> str:
@@ -42,9 +41,8 @@ def trial_name(trial: Any) -> str:
     return f"{cfg.db}/{cfg.arch}/{cfg.effective_mode}/{cfg.nbits}b/{cfg.loss}/s{cfg.seed}"
 
 
-def _crash_hook(trial_id: str, trial_dir: Path):
-    spec = os.environ.get(CRASH_ONCE_ENV, "")
-    target, _, epoch = spec.partition(":")
+def _crash_hook(spec: str | None, trial_id: str, trial_dir: Path):
+    target, _, epoch = (spec or "").partition(":")
     marker = trial_dir / ".crashed-once"
     if target != trial_id or marker.exists():
         return None
@@ -52,7 +50,7 @@ def _crash_hook(trial_id: str, trial_dir: Path):
     def hook(metrics: dict[str, Any]) -> None:
         if metrics.get("epoch") == int(epoch):
             marker.write_text("1")
-            raise RuntimeError(f"injected crash after epoch {epoch} ({CRASH_ONCE_ENV})")
+            raise RuntimeError(f"injected crash after epoch {epoch} ({CRASH_ONCE})")
     return hook
 
 
@@ -67,10 +65,11 @@ def trial_trainable(config: dict[str, Any]) -> None:
     cfg = TrialConfig.from_dict(config["trial"])
     rt = dict(config.get("runtime", {}))
     storage = rt.pop("storage", None)
+    crash_spec = rt.pop(CRASH_ONCE, None)
     runtime = Runtime(**rt)
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = cfg.run_dir(trial_dir / RUN_SUBDIR)
-    crash = _crash_hook(cfg.trial_id, trial_dir)
+    crash = _crash_hook(crash_spec, cfg.trial_id, trial_dir)
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))

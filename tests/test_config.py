@@ -1,0 +1,89 @@
+"""TrialConfig: old run names, coercion, validation errors, round trips."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from biohash.config import FIELDS, TrialConfig, effective_mode, parse_bio_scope
+from biohash.errors import ConfigError
+
+SEED_NAME = ("-loss=DCH-nbits=32-trf=imagenet-arch=bio-vgg16-seed=0-bs=128-mode=fa-ep=20-pt=10"
+             "-lr=1e-05-wd=0.0005-optim=adam-penalty=0.01-L2_penalty=0.0-HSWD_penalty=0.0")
+
+
+def test_run_name_matches_the_old_workflow_exactly():
+    cfg = TrialConfig(exp="bioexp", db="CIFAR_10", loss="DCH", nbits=32, arch="bio-vgg16",
+                      bs=128, ep=20, mode="fa")
+    assert cfg.run_name == SEED_NAME
+    assert str(cfg.run_dir()) == f"models/PenaltyStrategies/CIFAR_10/bioexp/{SEED_NAME}"
+
+
+def test_booleans_only_when_true_and_additions_only_when_not_default():
+    base = TrialConfig()
+    assert "no_cube" not in base.run_name and "bio_scope" not in base.run_name
+    assert base.replace(no_cube=True).run_name.endswith("-no_cube=True")
+    named = base.replace(arch="bio-vgg16", bio_scope="head", weights="none").run_name
+    assert named.endswith("-bio_scope=head-weights=none")
+    assert "-nw=" not in base.replace(nw=4).run_name  # loader workers never change results
+
+
+def test_coercion_gives_identical_names_from_yaml_ints_and_cli_strings():
+    a = TrialConfig(lr=1, penalty="0.5", nbits="16")
+    b = TrialConfig(lr=1.0, penalty=0.5, nbits=16)
+    assert a == b and a.run_name == b.run_name and "-lr=1.0-" in a.run_name
+    assert a.trial_id == b.trial_id and len(a.trial_id) == 12
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"nbits": 0}, "-nbits 0"), ({"lr": 0.0}, "-lr 0.0"), ({"lr": -1e-3}, "-lr -0.001"),
+    ({"bs": 1}, "-bs 1"), ({"optim": "lbfgs"}, "adam, sgd, rmsprop"),
+    ({"nbits": "x"}, "-nbits 'x'"), ({"nbits": 2.5}, "-nbits 2.5"),
+    ({"no_cube": "maybe"}, "true/false"), ({"bio_scope": "head"}, "needs a bio-<arch>"),
+    ({"arch": "bio-vgg16", "bio_scope": "neck=fa"}, "parts: backbone, head"),
+    ({"no_skip": True, "soft_skip": True}, "-soft_skip"), ({"db": "a/b"}, "without '/'"),
+])
+def test_bad_values_are_one_line_errors_naming_the_value(changes, needle):
+    with pytest.raises(ConfigError) as err:
+        TrialConfig(**changes)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_keys_are_rejected_with_the_source():
+    with pytest.raises(ConfigError, match=r"unknown key 'learning_rat' in grid.yaml"):
+        TrialConfig.from_dict({"learning_rat": 1e-3}, source="grid.yaml")
+    # long aliases of the old flags are accepted
+    assert TrialConfig.from_dict({"batch_size": 64, "experiment_name": "x"}).bs == 64
+
+
+def test_registry_names_are_checked_by_validate():
+    with pytest.raises(ConfigError, match="unknown arch 'resnet'"):
+        TrialConfig(arch="resnet").validate()
+    with pytest.raises(ConfigError, match="unknown loss 'XYZ'; choose from"):
+        TrialConfig(loss="XYZ").validate()
+    with pytest.raises(ConfigError, match="unknown mode 'zz'"):
+        TrialConfig(mode="zz").validate()
+    with pytest.raises(ConfigError, match="unknown dataset 'MNIST'"):
+        TrialConfig(db="MNIST").validate()
+    TrialConfig(db="DIGITS", arch="bio-hhnet-w18", mode="brsf").validate()
+
+
+def test_save_and_load_round_trip(tmp_path):
+    cfg = TrialConfig(db="DIGITS", arch="bio-cnn-small", mode="usf", bio_scope="backbone=bp,head=usf")
+    cfg.save(tmp_path)
+    assert TrialConfig.from_run_dir(tmp_path) == cfg
+    assert json.loads((tmp_path / "config.json").read_text())["trial"]["mode"] == "usf"
+    with pytest.raises(ConfigError, match="not a biohash run directory"):
+        TrialConfig.from_run_dir(tmp_path / "nope")
+
+
+def test_scopes_and_effective_mode():
+    assert parse_bio_scope("all", "fa") == {"backbone": "fa", "head": "fa"}
+    assert parse_bio_scope("head", "usf") == {"backbone": "bp", "head": "usf"}
+    assert parse_bio_scope("backbone=frozen, head=fa", "usf") == {"backbone": "frozen", "head": "fa"}
+    assert effective_mode("vgg16", "fa") == "bp" and effective_mode("bio-vgg16", "fa") == "fa"
+
+
+def test_every_field_has_a_flag_and_help():
+    assert [f.metadata["flag"] for f in FIELDS][:3] == ["exp", "db", "loss"]
+    assert all(f.metadata["help"] for f in FIELDS)

@@ -1,0 +1,133 @@
+"""Sweeps on a real local Ray: completion, retry from checkpoint, driver kill + resume, bad input."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from biohash.config import TrialConfig
+from biohash.errors import BiohashError, ConfigError, SweepError
+from biohash.orchestrator import SweepOptions, run_sweep, sweep_status
+from biohash.trainables import CRASH_ONCE
+
+pytestmark = pytest.mark.slow
+
+
+def _space(tmp_path: Path, *, modes=("fa", "bp"), ep: int = 2, name: str = "tiny.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(f"""\
+        description: tiny DIGITS grid for tests
+        fixed: {{db: DIGITS, arch: bio-cnn-small, loss: DPSH, nbits: 16, bs: 64, ep: {ep}, pt: 5,
+                lr: 1.0e-3, wd: 0.0, weights: none, val_size: 200, val_repeats: 2}}
+        grid: {{mode: [{", ".join(modes)}]}}
+        """))
+    return path
+
+
+def _rows(storage: Path, sweep: str) -> dict[str, dict]:
+    files = sorted((storage / sweep / "results" / "trials").glob("*.parquet"))
+    rows = [pq.read_table(f).to_pylist()[0] for f in files]
+    return {r["trial_id"]: r for r in rows}
+
+
+def _options(tmp_path, space, name, digits_root, **kw) -> SweepOptions:
+    return SweepOptions(space=str(space), name=name, storage=str(tmp_path / "sweeps"),
+                        data_root=str(digits_root), mlflow_uri="", num_cpus=2, verbose=0, **kw)
+
+
+def test_sweep_runs_to_completion_one_result_per_trial(tmp_path, digits_root, ray_local):
+    summary = run_sweep(_options(tmp_path, _space(tmp_path), "s1", digits_root))
+    assert summary.n_trials == 2 and summary.counts == {"finished": 2} and not summary.errors
+    rows = _rows(tmp_path / "sweeps", "s1")
+    assert len(rows) == 2 and {r["mode"] for r in rows.values()} == {"fa", "bp"}
+    assert all(r["status"] == "finished" and r["score"] > 0 for r in rows.values())
+    status = sweep_status("s1", storage=str(tmp_path / "sweeps"))
+    assert status["counts"] == {"finished": 2, "pending": 0}
+    with pytest.raises(SweepError, match="already exists"):
+        run_sweep(_options(tmp_path, _space(tmp_path), "s1", digits_root))
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint_with_identical_metrics(
+        tmp_path, digits_root, ray_local):
+    space = _space(tmp_path, modes=("usf",), ep=3)
+    trial = TrialConfig.from_dict({"db": "DIGITS", "arch": "bio-cnn-small", "loss": "DPSH",
+                                   "nbits": 16, "bs": 64, "ep": 3, "pt": 5, "lr": 1e-3, "wd": 0.0,
+                                   "weights": "none", "val_size": 200, "val_repeats": 2,
+                                   "mode": "usf"})
+    run_sweep(_options(tmp_path, space, "clean", digits_root))
+    crashed = run_sweep(_options(tmp_path, space, "crashy", digits_root,
+                                 extra_runtime={CRASH_ONCE: f"{trial.trial_id}:2"}))
+    assert crashed.counts == {"finished": 1}
+    clean, retried = _rows(tmp_path / "sweeps", "clean"), _rows(tmp_path / "sweeps", "crashy")
+    assert set(clean) == set(retried) == {trial.trial_id}
+    marker = list((tmp_path / "sweeps" / "crashy").glob("*/.crashed-once"))
+    assert marker, "the injected crash must have happened"
+    metric_cols = [c for c in clean[trial.trial_id] if c.startswith(("query/", "val/"))] + ["score"]
+    assert {c: retried[trial.trial_id][c] for c in metric_cols} == \
+           {c: clean[trial.trial_id][c] for c in metric_cols}
+
+
+def _launch(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "biohash.cli", *args], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def test_driver_killed_mid_sweep_resumes_without_losing_or_rerunning(tmp_path, digits_root):
+    storage = tmp_path / "sweeps"
+    space = _space(tmp_path, modes=("bp", "fa", "usf", "frsf"), ep=2)
+    common = ["--storage", str(storage), "--data-root", str(digits_root), "--num-cpus", "1"]
+    proc = _launch(["sweep", "run", "--space", str(space), "--name", "k", "--mlflow-uri", "",
+                    "--max-concurrent", "1", *common], tmp_path / "run.log")
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(_rows(storage, "k")) < 1:
+            time.sleep(1)
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        done_before = _rows(storage, "k")
+        assert 1 <= len(done_before) < 4
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.wait()
+    resume = _launch(["sweep", "resume", "k", *common], tmp_path / "resume.log")
+    assert resume.wait(timeout=400) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    after = _rows(storage, "k")
+    assert len(after) == 4 and len(list((storage / "k" / "results" / "trials").iterdir())) == 4
+    for tid, row in done_before.items():  # finished trials were not run again
+        assert after[tid]["finished_at"] == row["finished_at"]
+
+
+def test_bad_sweep_input_fails_before_anything_runs(tmp_path, digits_root):
+    storage = tmp_path / "sweeps"
+    with pytest.raises(ConfigError, match="unknown search space 'nope'"):
+        run_sweep(_options(tmp_path, "nope", "x", digits_root))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fixed: {db: DIGITS}\ngrid: {mode: [fa, zz]}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*mode.*'zz'"):
+        run_sweep(_options(tmp_path, bad, "x", digits_root))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    opts = SweepOptions(space=str(_space(tmp_path)), name="x", storage=str(blocker / "sub"),
+                        data_root=str(digits_root), mlflow_uri="")
+    with pytest.raises(BiohashError, match="not writable|cannot"):
+        run_sweep(opts)
+    with pytest.raises(SweepError, match="--scheduler 'bogus'"):
+        run_sweep(_options(tmp_path, _space(tmp_path), "x", digits_root, scheduler="bogus"))
+    with pytest.raises(SweepError, match="cannot start.*DIGITS|CIFAR_10"):
+        cifar = tmp_path / "cifar.yaml"
+        cifar.write_text("fixed: {db: CIFAR_10, arch: bio-vgg16}\ngrid: {mode: [fa]}\n")
+        run_sweep(_options(tmp_path, cifar, "x", tmp_path / "empty-data"))
+    assert not storage.exists()
+
+
+def test_unsatisfiable_resources_are_an_error_at_launch(tmp_path, digits_root, ray_local):
+    with pytest.raises(SweepError, match="no node can run a trial needing 1 CPU and 1 GPU"):
+        run_sweep(_options(tmp_path, _space(tmp_path), "gpu", digits_root, gpus_per_trial=1))
+    assert not (tmp_path / "sweeps" / "gpu").exists()
