@@ -1,0 +1,367 @@
+"""The processed store: one on-disk format for every dataset.
+
+Layout of ``<root>/processed/<NAME>/``::
+
+    <fold>.images.npy   uint8  N x H x W x C   (np.save format: np.load(mmap_mode="r"))
+    <fold>.labels.npy   uint8  N x L           multi-hot (one-hot for single-label sets)
+    <fold>.ids.npy      str    N               item ids (source file names / indices)
+    manifest.json       written last and atomically; its presence = "processed"
+
+for every fold in ``FOLDS``. Arrays are written under hidden temp names and
+renamed into place before the manifest is written, so a process killed at any
+point leaves no manifest and the store never looks complete. Re-processing
+removes the old manifest first for the same reason.
+
+This module is torch-free (the sweep planner imports it).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from biohash.errors import DataError
+from biohash.utils import atomic_write_json
+
+__all__ = ["FOLDS", "FORMAT_VERSION", "MANIFEST", "Fold", "Store", "StoreWriter",
+           "store_dir", "open_store", "is_processed", "missing_message", "sha256_file",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
+
+FOLDS = ("train", "query", "val", "database")
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+KINDS = ("images", "labels", "ids")
+#: remap the output memmap after this many bytes: written pages of a shared mapping
+#: count towards the writer's RSS until unmapped (a 20 GB fold would show 20 GB).
+_REMAP_BYTES = 256 << 20
+#: h2q normalises every RGB dataset with ImageNet statistics (pretrained backbones).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_CHUNK = 1 << 22
+
+
+def store_dir(root: str | os.PathLike, name: str) -> Path:
+    return Path(root) / "processed" / name
+
+
+def file_name(fold: str, kind: str) -> str:
+    return f"{fold}.{kind}.npy"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_uri(root: Any) -> bool:
+    return isinstance(root, str) and "://" in root
+
+
+def is_processed(name: str, root: str | os.PathLike) -> bool:
+    """True when ``<root>/processed/<name>/manifest.json`` exists (local path or URI)."""
+    if _is_uri(root):
+        from pyarrow import fs as pafs
+
+        filesystem, base = pafs.FileSystem.from_uri(str(root))
+        path = f"{base.rstrip('/')}/processed/{name}/{MANIFEST}"
+        return filesystem.get_file_info(path).type == pafs.FileType.File
+    return (store_dir(root, name) / MANIFEST).is_file()
+
+
+def missing_message(name: str, root: str | os.PathLike) -> str:
+    """One line telling the user which command makes ``name`` available under ``root``."""
+    from biohash.data.base import DATASETS
+
+    cls = DATASETS.get(name)
+    if cls.auto_process:
+        return f"dataset {name} is not processed under {root}; it is built on first use " \
+               f"(or run: biohash data process {name} --root {root})"
+    steps = "" if cls.manual_download else f"biohash data download {name} --root {root} && "
+    return f"dataset {name} is not processed under {root}; run: {steps}" \
+           f"biohash data process {name} --root {root}"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One split of a processed dataset. ``images`` is a read-only memmap (N x H x W x C)."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    #: normalisation stats (0..1 scale) and the store's transform, for the loader.
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    transform: str = "native"
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def path(self) -> Path:
+        return Path(self.images.filename)  # type: ignore[attr-defined]
+
+    @property
+    def offset(self) -> int:
+        """Byte offset of the first image in ``path`` (after the .npy header)."""
+        return int(self.images.offset)  # type: ignore[attr-defined]
+
+
+class Store:
+    """A processed dataset: the manifest plus lazily opened folds."""
+
+    def __init__(self, directory: Path, manifest: Mapping[str, Any]) -> None:
+        self.directory = directory
+        self.manifest = dict(manifest)
+        self._folds: dict[str, Fold] = {}
+
+    @property
+    def name(self) -> str:
+        return self.manifest["dataset"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["label_names"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.manifest["label_names"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the stored uint8 images."""
+        return tuple(self.manifest["image_shape"])  # type: ignore[return-value]
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean on the 0..1 scale used to normalise inputs."""
+        return tuple(self.manifest["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.manifest["std"])
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return dict(self.manifest["sizes"])
+
+    def fold(self, fold: str) -> Fold:
+        if fold not in FOLDS:
+            raise DataError(f"unknown fold {fold!r}; choose from {', '.join(FOLDS)}")
+        if fold not in self._folds:
+            d = self.directory
+            images = np.load(d / file_name(fold, "images"), mmap_mode="r")
+            labels = np.load(d / file_name(fold, "labels"))
+            ids = np.load(d / file_name(fold, "ids"))
+            self._folds[fold] = Fold(fold, images, labels, ids, self.mean, self.std,
+                                     self.manifest.get("transform", "native"))
+        return self._folds[fold]
+
+    def verify(self) -> list[str]:
+        """Re-hash every array; return the files whose sha256 differs (empty = intact)."""
+        bad = []
+        for fname, digest in self.manifest["checksums"].items():
+            path = self.directory / fname
+            if not path.is_file() or sha256_file(path) != digest:
+                bad.append(fname)
+        return bad
+
+    def __repr__(self) -> str:
+        return f"Store({self.name!r}, sizes={self.sizes}, image_shape={self.image_shape})"
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"unreadable manifest {path}: {exc}; re-run the process command") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{path} has format version {manifest.get('format_version')!r}; "
+                        f"this biohash reads version {FORMAT_VERSION}; re-run the process command")
+    return manifest
+
+
+def open_store(name: str, root: str | os.PathLike = "data") -> Store:
+    """Open a processed dataset; DIGITS-like sets are processed on first use.
+
+    Raises ``DataError`` naming the command to run when the store is missing,
+    and ``ConfigError`` for an unknown dataset name.
+    """
+    from biohash.data.base import DATASETS
+
+    cls = DATASETS.get(name)
+    if _is_uri(root):
+        raise DataError(f"open_store needs a local root, got {root!r}; "
+                        f"call biohash.data.materialize({name!r}, {root!r}) first")
+    directory = store_dir(root, name)
+    manifest = read_manifest(directory)
+    if manifest is None and cls.auto_process:
+        from filelock import FileLock
+
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        # Concurrent trials on one node may all open DIGITS at once.
+        with FileLock(str(directory.parent / f".{name}.lock")):
+            if read_manifest(directory) is None:
+                cls(root).process()
+        manifest = read_manifest(directory)
+    if manifest is None:
+        raise DataError(missing_message(name, root))
+    return Store(directory, manifest)
+
+
+class _FoldWriter:
+    """Writes one fold's images chunk by chunk into a pre-allocated memmap."""
+
+    def __init__(self, directory: Path, fold: str, n: int, image_shape: Sequence[int]) -> None:
+        self.directory, self.fold, self.capacity = directory, fold, n
+        self.tmp = directory / f".{file_name(fold, 'images')}.partial"
+        self.images = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8,
+                                                shape=(n, *image_shape))
+        self.count = 0
+        self._since_remap = 0
+        self.keep: list[int] = []  # source positions actually written
+        self._sum = np.zeros(image_shape[-1], np.float64)
+        self._sq = np.zeros(image_shape[-1], np.float64)
+
+    def write(self, positions: Iterable[int], images: Sequence[np.ndarray | None]) -> None:
+        """Append decoded images; ``None`` marks an unreadable source (dropped)."""
+        for pos, img in zip(positions, images):
+            if img is None:
+                continue
+            self.images[self.count] = img
+            self.count += 1
+            self.keep.append(pos)
+            self._wrote(img.nbytes)
+
+    def write_block(self, images: np.ndarray, start: int) -> None:
+        """Fast path for in-memory sources: a contiguous block, nothing dropped."""
+        self.images[self.count:self.count + len(images)] = images
+        self.keep.extend(range(start, start + len(images)))
+        self.count += len(images)
+        self._wrote(images.nbytes)
+
+    def _wrote(self, nbytes: int) -> None:
+        self._since_remap += nbytes
+        if self._since_remap >= _REMAP_BYTES:
+            self.images.flush()
+            self.images = np.load(self.tmp, mmap_mode="r+")  # drops the old mapping
+            self._since_remap = 0
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Per-channel sum and sum of squares (0..1 scale) over the written images."""
+        step = max(1, _CHUNK // max(1, int(np.prod(self.images.shape[1:]))))
+        for i in range(0, self.count, step):
+            block = self.images[i:i + step].astype(np.float64) / 255.0
+            self._sum += block.reshape(-1, block.shape[-1]).sum(0)
+            self._sq += (block.reshape(-1, block.shape[-1]) ** 2).sum(0)
+        pixels = self.count * int(np.prod(self.images.shape[1:-1]))
+        return self._sum, self._sq, pixels
+
+    def finish(self) -> Path:
+        self.images.flush()
+        del self.images
+        if self.count < self.capacity:
+            _shrink_npy(self.tmp, self.count)
+        final = self.directory / file_name(self.fold, "images")
+        os.replace(self.tmp, final)
+        return final
+
+
+def _shrink_npy(path: Path, n: int) -> None:
+    """Cut a .npy array to its first ``n`` rows in place (rewrite header, truncate)."""
+    fmt = np.lib.format
+    with open(path, "r+b") as f:
+        version = fmt.read_magic(f)
+        read, write = ((fmt.read_array_header_1_0, fmt.write_array_header_1_0) if version == (1, 0)
+                       else (fmt.read_array_header_2_0, fmt.write_array_header_2_0))
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+        buf = io.BytesIO()
+        write(buf, {"descr": fmt.dtype_to_descr(dtype), "fortran_order": fortran,
+                    "shape": (n, *shape[1:])})
+        if buf.tell() != offset:  # numpy pads headers so the first axis can change in place
+            raise DataError(f"cannot shrink {path}: its header size would change")
+        f.seek(0)
+        f.write(buf.getvalue())
+        f.truncate(offset + n * int(np.prod(shape[1:])) * dtype.itemsize)
+
+
+class StoreWriter:
+    """Builds a store: ``begin`` -> per fold ``fold_writer``/``commit_fold`` -> ``finish``."""
+
+    def __init__(self, root: str | os.PathLike, name: str, image_shape: Sequence[int]) -> None:
+        self.directory = store_dir(root, name)
+        self.name = name
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.sizes: dict[str, int] = {}
+        self.checksums: dict[str, str] = {}
+        self.file_sizes: dict[str, int] = {}
+        self.stats: tuple[np.ndarray, np.ndarray, int] | None = None
+
+    def begin(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Remove the old manifest first: from here until ``finish`` the store is incomplete.
+        (self.directory / MANIFEST).unlink(missing_ok=True)
+        for stale in self.directory.glob(".*.partial"):
+            stale.unlink()
+
+    def fold_writer(self, fold: str, n: int) -> _FoldWriter:
+        return _FoldWriter(self.directory, fold, n, self.image_shape)
+
+    def commit_fold(self, writer: _FoldWriter, labels: np.ndarray, ids: Sequence[str]) -> None:
+        """Save labels/ids for the rows actually written, then rename all into place."""
+        keep = np.asarray(writer.keep, dtype=np.int64)
+        labels = np.ascontiguousarray(np.asarray(labels, dtype=np.uint8)[keep])
+        id_arr = np.asarray([str(ids[i]) for i in keep]) if len(keep) else np.asarray([], "<U1")
+        if writer.fold == "train":
+            self.stats = writer.channel_stats()
+        paths = [writer.finish()]
+        for kind, arr in (("labels", labels), ("ids", id_arr)):
+            final = self.directory / file_name(writer.fold, kind)
+            tmp = self.directory / f".{final.name}.partial"
+            with open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+            os.replace(tmp, final)
+            paths.append(final)
+        for p in paths:
+            self.checksums[p.name] = sha256_file(p)
+            self.file_sizes[p.name] = p.stat().st_size
+        self.sizes[writer.fold] = writer.count
+
+    def finish(self, *, label_names: Sequence[str], seed: int | None,
+               mean: Sequence[float] | None, std: Sequence[float] | None,
+               transform: str, dropped: Mapping[str, int] | None = None,
+               **extra: Any) -> Path:
+        """Write the manifest (last, atomically). ``mean/std`` None = train-fold statistics."""
+        missing = [f for f in FOLDS if f not in self.sizes]
+        if missing:
+            raise DataError(f"store {self.name}: folds {missing} were not written")
+        train_mean = train_std = None
+        if self.stats is not None and self.stats[2] > 0:
+            s, sq, n = self.stats
+            train_mean = (s / n).tolist()
+            train_std = np.sqrt(np.maximum(sq / n - (s / n) ** 2, 1e-12)).tolist()
+        manifest = {
+            "dataset": self.name, "format_version": FORMAT_VERSION,
+            "sizes": self.sizes, "seed": seed, "label_names": list(label_names),
+            "image_shape": list(self.image_shape), "transform": transform,
+            "mean": list(mean) if mean is not None else train_mean,
+            "std": list(std) if std is not None else train_std,
+            "train_mean": train_mean, "train_std": train_std,
+            "checksums": self.checksums, "file_sizes": self.file_sizes, "dropped": dict(dropped or {}),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
+        }
+        return atomic_write_json(self.directory / MANIFEST, manifest)
