@@ -260,7 +260,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         raise ConfigError(f"bad -{f.metadata['flag']} {value!r}; allowed: "
-                          f"{'true/false' if kind is bool else 'a ' + kind.__name__}") from None
+                          f"{ {bool: 'true/false', int: 'an integer', float: 'a number', str: 'a string'}[kind] }") from None
 
 
 def base_arch(arch: str) -> str:

@@ -155,17 +155,18 @@ def _param_space(trials, name: str, storage: str, opts: SweepOptions) -> dict[st
             "runtime": runtime}
 
 
-def _tuner(trials, name: str, loc, opts: SweepOptions, space_name: str):
+def _tuner(trials, name: str, root, opts: SweepOptions, space_name: str):
+    """``root`` is the storage root; Tune and the sinks put the sweep under ``root/name``."""
     from ray import tune
 
     from biohash.orchestrator.resources import trial_resources
     from biohash.results import MlflowSweepCallback, ParquetResultsCallback
     from biohash.trainables import trial_dirname, trial_name, trial_trainable
 
-    callbacks = [ParquetResultsCallback(loc.uri, name)]
+    callbacks = [ParquetResultsCallback(root.uri, name, filesystem=root.fs)]
     if opts.mlflow_uri != "":
         callbacks.append(MlflowSweepCallback(opts.mlflow_uri or default_mlflow_uri(), sweep=name,
-                                             space=space_name, storage=loc.uri))
+                                             space=space_name, storage=root.uri))
     scheduler = None
     if opts.scheduler == "asha":
         max_t = max(t.ep for t in trials)
@@ -175,13 +176,13 @@ def _tuner(trials, name: str, loc, opts: SweepOptions, space_name: str):
                                     trial_resources(opts.cpus_per_trial, opts.gpus_per_trial))
     return tune.Tuner(
         trainable,
-        param_space=_param_space(trials, name, loc.uri, opts),
+        param_space=_param_space(trials, name, root.uri, opts),
         tune_config=tune.TuneConfig(
             metric="val_mAP", mode="max", scheduler=scheduler, reuse_actors=True,
             max_concurrent_trials=opts.max_concurrent, trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=name, storage_path=loc.path, storage_filesystem=loc.fs, callbacks=callbacks,
+            name=name, storage_path=root.path, storage_filesystem=root.fs, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             sync_config=tune.SyncConfig(sync_artifacts=True),
@@ -190,8 +191,14 @@ def _tuner(trials, name: str, loc, opts: SweepOptions, space_name: str):
 
 
 def _reporter():
+    """The table columns that matter for a hashing grid.
+
+    Ray's newer console output ignores custom reporters, so the driver opts
+    back into the classic reporter (read by ``tune.run`` at fit time).
+    """
     from ray import tune
 
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return tune.CLIReporter(
         parameter_columns={"trial/db": "db", "trial/arch": "arch", "trial/mode": "mode",
                            "trial/nbits": "bits", "trial/loss": "loss", "trial/seed": "seed"},
@@ -238,7 +245,7 @@ def run_sweep(opts: SweepOptions) -> SweepSummary:
         "mlflow_uri": "" if opts.mlflow_uri == "" else (opts.mlflow_uri or default_mlflow_uri()),
         "options": {k: v for k, v in asdict(opts).items() if k not in ("space", "name")},
     })
-    tuner = _tuner(trials, name, loc, opts, space.name)
+    tuner = _tuner(trials, name, root, opts, space.name)
     return _summary(tuner.fit(), name, loc, len(trials))
 
 

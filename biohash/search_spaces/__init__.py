@@ -1,0 +1,50 @@
+"""Named YAML grids of trials: load, check, expand, plan.
+
+A space file (shipped ones live beside this module; ``SPACES.names()``)::
+
+    description: one line                 # shown by `biohash sweep plan`
+    fixed:                                # field: value, for every trial
+      db: DIGITS
+      ep: 10
+    grid:                                 # field: [values] -> cartesian product
+      mode: [bp, fa, usf, frsf]
+      nbits: [16, 32]
+    overrides:                            # applied in order, to matching trials
+      - when: {loss: HyP2}                #   all keys must match (a list = any of)
+        set: {bs: 100}                    #   set single values ...
+      - when: {loss: DCH}
+        grid: {penalty: [1.0e-5, 1.0e-3, 0.1]}   # ... and/or expand sub-axes
+    exclude:                              # drop trials matching all keys of
+      - {arch: bio-alexnet, mode: dfa}    #   any entry (a list = any of)
+    seeds: [0, 1, 2, 3]                   # or `repeats: 4` (= seeds 0..3)
+
+Keys are ``TrialConfig`` field names (the old CLI flag names: exp, db,
+loss, nbits, arch, seed, bs, mode, ep, pt, lr, ...) or their long aliases
+(batch_size, epochs, ...). A field not named anywhere keeps its
+``TrialConfig`` default, and ``when``/``exclude`` compare against that
+default too. YAML note: write ``1.0e-5`` (``1e-5`` is read as text, which
+works too); quote values with commas, e.g. ``"backbone=frozen,head=fa"``.
+
+Expansion: ``grid`` product over ``fixed`` (first grid key outermost) ->
+each override in turn -> seeds (outermost: a half-finished sweep already
+covers every configuration once) -> exclusions. It is an error when
+nothing is left, and when two trials are the same run (same
+``TrialConfig.trial_id``) or train the same parts with the same rules
+(e.g. ``bio_scope: backbone=bp,head=fa`` and ``bio_scope: head`` with
+``mode: fa``): duplicates mean an override or scope collapsed an axis, so
+they are reported rather than silently merged; drop one with ``exclude``.
+
+Errors are one line naming the file, the key and what is allowed, e.g.
+``demo.yaml: grid.mode: unknown mode 'fx'; choose from bp, brsf, ...``.
+
+This package imports without torch; registry names are checked (importing
+the subpackages that define them) by ``SearchSpace.expand(validate=True)``,
+Ray only by ``to_param_space``.
+"""
+from __future__ import annotations
+
+from biohash.search_spaces.plan import DataStatus, Plan, plan, trial_gpu_seconds
+from biohash.search_spaces.space import SPACES, SearchSpace, load_space, to_param_space
+
+__all__ = ["SPACES", "SearchSpace", "load_space", "to_param_space", "Plan", "DataStatus",
+           "plan", "trial_gpu_seconds"]
