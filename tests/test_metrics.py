@@ -1,0 +1,206 @@
+"""biohash.metrics against a per-query float64 reference written from the definition."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biohash.errors import ConfigError, DataError
+from biohash.metrics import (
+    evaluate_retrieval,
+    headline_key,
+    metric_name,
+    retrieval_map,
+    validation_map,
+)
+
+
+# ----------------------------------------------------------------- reference (oracle)
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(n > 0, x / np.where(n > 0, n, 1.0), 0.0)
+
+
+def reference_ranking(qf, df, ql, dl):
+    """Yield (relevance in ranked order, hamming in ranked order) per query."""
+    qn, dn = _normalise(qf), _normalise(df)
+    qc, dc = np.sign(qn), np.sign(dn)
+    for i in range(len(qn)):
+        ham = np.count_nonzero(dc != qc[i], axis=1)
+        dist = np.sum((dn - qn[i]) ** 2, axis=1)
+        key = 10 * ham + dist
+        order = np.argsort(key, kind="stable")
+        rel = (np.asarray(dl, np.float64) @ np.asarray(ql[i], np.float64)) > 0
+        yield rel[order], ham[order]
+
+
+def reference_ap(rel_sorted: np.ndarray, cutoff: int) -> float:
+    rel = rel_sorted[:cutoff]
+    positions = np.flatnonzero(rel) + 1
+    if len(positions) == 0:
+        return 0.0
+    return float(np.mean(np.arange(1, len(positions) + 1) / positions))
+
+
+def reference_metrics(qf, df, ql, dl, ks, radii, pks) -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    for rel, ham in reference_ranking(qf, df, ql, dl):
+        n = len(rel)
+        out.setdefault("mAP", []).append(reference_ap(rel, n))
+        for k in ks:
+            out.setdefault(f"mAP_at_k={k}", []).append(reference_ap(rel, k))
+        for h in radii:
+            out.setdefault(f"mAP_at_h={h}", []).append(reference_ap(rel, int(np.sum(ham <= h))))
+        for k in pks:
+            out.setdefault(f"P_at_k={k}", []).append(rel[:k].sum() / min(k, n))
+    return {key: float(np.mean(v)) for key, v in out.items()}
+
+
+# ----------------------------------------------------------------- data
+def tied_data(seed: int, n_q: int = 40, n_db: int = 300, nbits: int = 8, n_labels: int = 5,
+              multi: bool = True):
+    """Few bits (Hamming ties everywhere), duplicated rows, zero components,
+    queries without any relevant item."""
+    rng = np.random.default_rng(seed)
+    df = rng.standard_normal((n_db, nbits)).astype(np.float32)
+    dup = rng.integers(0, n_db, size=n_db // 3)
+    df[rng.integers(0, n_db, size=n_db // 3)] = df[dup]  # exact duplicate features
+    df[rng.integers(0, n_db, size=10)] *= 3.0  # same direction, other norm
+    qf = rng.standard_normal((n_q, nbits)).astype(np.float32)
+    qf[:5] = df[:5]  # queries that are database items
+    df[:7, 0] = 0.0  # sign(0) = 0 bits
+    qf[5:8, 1] = 0.0
+    if multi:
+        dl = (rng.random((n_db, n_labels)) < 0.3).astype(np.int64)
+        ql = (rng.random((n_q, n_labels)) < 0.3).astype(np.float32)
+        dl[:, -1] = 0
+        ql[:3] = 0
+        ql[3, :] = 0
+        ql[3, -1] = 1  # a label no database item has: no relevant item
+    else:
+        dl = np.eye(n_labels)[rng.integers(0, n_labels, n_db)]
+        ql = np.eye(n_labels)[rng.integers(0, n_labels, n_q)]
+    return qf, df, ql, dl
+
+
+KS, RADII, PKS = (1, 7, 50, 299, 300, 1000), (0, 1, 2, 3), (1, 10, 100, 500)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("multi", [True, False])
+def test_evaluate_matches_reference(seed: int, multi: bool) -> None:
+    data = tied_data(seed, multi=multi)
+    got = evaluate_retrieval(*data, ks=KS, radii=RADII, precision_ks=PKS)
+    want = reference_metrics(*data, KS, RADII, PKS)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
+    assert 0.0 < got["mAP"] < 1.0
+
+
+def test_small_chunks_and_larger_codes_match_reference() -> None:
+    data = tied_data(3, n_q=25, n_db=400, nbits=48)
+    want = reference_metrics(*data, (10, 100), (0, 5), (10,))
+    got = evaluate_retrieval(*data, ks=(10, 100), radii=(0, 5), precision_ks=(10,),
+                             memory_budget=1)  # one query per chunk
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
+
+
+@pytest.mark.parametrize("cut", [{}, {"k": 1}, {"k": 13}, {"k": 10_000}, {"radius": 0},
+                                 {"radius": 2}, {"radius": 8}])
+def test_retrieval_map_each_cutoff(cut: dict) -> None:
+    data = tied_data(4)
+    ks = (cut["k"],) if "k" in cut else ()
+    radii = (cut["radius"],) if "radius" in cut else ()
+    want = reference_metrics(*data, ks, radii, ())
+    key = f"mAP_at_k={cut['k']}" if ks else f"mAP_at_h={cut['radius']}" if radii else "mAP"
+    assert retrieval_map(*data, **cut) == pytest.approx(want[key], abs=1e-9)
+
+
+def test_hand_computed_example() -> None:
+    # 1-D codes: db items at +, -, + ; query +; labels make items 0 and 1 relevant.
+    qf = np.array([[1.0, 1.0]])
+    df = np.array([[1.0, 0.9], [-1.0, -1.0], [1.0, 1.0]])
+    ql = np.array([[1, 0]])
+    dl = np.array([[1, 0], [1, 1], [0, 1]])
+    # ranking: item 2 (distance 0), item 0, item 1 -> relevant at positions 2, 3
+    assert retrieval_map(qf, df, ql, dl) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert retrieval_map(qf, df, ql, dl, k=2) == pytest.approx(1 / 2)
+    assert retrieval_map(qf, df, ql, dl, radius=0) == pytest.approx(1 / 2)
+    res = evaluate_retrieval(qf, df, ql, dl, ks=(1,), radii=(), precision_ks=(2, 5))
+    assert res["mAP_at_k=1"] == 0.0
+    assert res["P_at_k=2"] == pytest.approx(0.5)
+    assert res["P_at_k=5"] == pytest.approx(2 / 3)  # cutoff = whole database
+
+
+def test_default_keys() -> None:
+    res = evaluate_retrieval(*tied_data(5))
+    assert list(res) == ["mAP", "mAP_at_k=1000", "mAP_at_k=5000", "mAP_at_h=0", "mAP_at_h=1",
+                         "mAP_at_h=2", "P_at_k=100", "P_at_k=1000"]
+
+
+def test_metric_names_and_headline() -> None:
+    assert metric_name("mAP") == "mAP"
+    assert metric_name("mAP_at_k=1000") == "mAP_at_1000"
+    assert metric_name("mAP_at_h=0") == "mAP_at_h0"
+    assert metric_name("P_at_k=100") == "P_at_100"
+    with pytest.raises(ConfigError, match="unknown metric key 'recall'"):
+        metric_name("recall")
+    assert headline_key("ImageNet") == "mAP_at_k=1000"
+    assert headline_key("NUS_WIDE") == "mAP_at_k=5000"
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: (a[0][:, :4], *a[1:]), "same code length"),
+    (lambda a: (*a[:2], a[2][:, :3], a[3]), "same label width"),
+    (lambda a: (a[0][:0], *a[1:]), "query_features is empty"),
+    (lambda a: (a[0], a[1], a[2][:-1], a[3]), "query_labels has 39 rows"),
+    (lambda a: (a[0].ravel(), *a[1:]), "2-D array"),
+    (lambda a: (*a[:3], a[3] * 2), "0/1"),
+])
+def test_shape_errors(change, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        retrieval_map(*change(tied_data(0)))
+
+
+@pytest.mark.parametrize("kw, match", [({"k": 0}, "k must be an integer >= 1; got 0"),
+                                       ({"radius": -1}, "radius must be an integer >= 0"),
+                                       ({"k": 5, "radius": 1}, "not both")])
+def test_argument_errors(kw, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        retrieval_map(*tied_data(0), **kw)
+
+
+def test_non_finite_features() -> None:
+    qf, df, ql, dl = tied_data(0)
+    df[3, 2] = np.nan
+    with pytest.raises(DataError, match="db_features contain NaN"):
+        evaluate_retrieval(qf, df, ql, dl)
+    assert validation_map(df, dl) == 0.0
+
+
+def test_validation_map_protocol() -> None:
+    _, df, _, dl = tied_data(6, n_db=300)
+    a = validation_map(df, dl, n_items=200, seed=1)
+    assert a == validation_map(df, dl, n_items=200, seed=1)
+    assert a != validation_map(df, dl, n_items=200, seed=2)
+    # one repeat equals retrieval_map on the same split
+    rng = np.random.default_rng(3)
+    items = rng.choice(300, size=200, replace=False)
+    q, db = items[:20], items[20:]
+    want = retrieval_map(df[q], df[db], dl[q], dl[db])
+    assert validation_map(df, dl, n_items=200, repeats=1, seed=3) == pytest.approx(want)
+    with pytest.raises(ConfigError, match="query_fraction"):
+        validation_map(df, dl, query_fraction=1.5)
+
+
+def test_coarse_quantisation_still_exact(monkeypatch) -> None:
+    """Force many equal quantised keys: the run repair must restore the exact order."""
+    from biohash.metrics import _ranking
+    monkeypatch.setattr(_ranking.Packing, "scale", property(lambda self: 50.0))
+    data = tied_data(7, n_q=30, n_db=500, nbits=16)
+    want = reference_metrics(*data, (10, 100), (0, 2), (10,))
+    got = evaluate_retrieval(*data, ks=(10, 100), radii=(0, 2), precision_ks=(10,))
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
