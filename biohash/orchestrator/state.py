@@ -28,7 +28,8 @@ def trial_states(loc: Any) -> dict[str, str]:
     states = {tid: "started" for tid in _ids_from_dirs(loc)}
     trials = loc.join("results", "trials")
     for info in loc.fs.get_file_info(pafs.FileSelector(trials.path, allow_not_found=True)):
-        if not info.base_name.endswith(".parquet") or info.base_name.startswith("."):
+        # "_snapshot.parquet" is the sink's compacted copy; "." files are temp writes.
+        if not info.base_name.endswith(".parquet") or info.base_name.startswith((".", "_")):
             continue
         table = pq.read_table(info.path, columns=["trial_id", "status"], filesystem=loc.fs)
         for tid, status in zip(table["trial_id"].to_pylist(), table["status"].to_pylist()):
