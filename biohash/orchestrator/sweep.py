@@ -150,7 +150,10 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
 def _param_space(trials, name: str, storage: str, opts: SweepOptions) -> dict[str, Any]:
     from ray import tune
 
-    runtime = {"data_root": opts.data_root, "storage": storage, **opts.extra_runtime}
+    # Trials run with the trial folder as working directory: a relative local
+    # data root must be made absolute here, on the driver.
+    data_root = opts.data_root if "://" in opts.data_root else os.path.abspath(opts.data_root)
+    runtime = {"data_root": data_root, "storage": storage, **opts.extra_runtime}
     return {"trial": tune.grid_search([t.to_dict() for t in trials]), "sweep": name,
             "runtime": runtime}
 
@@ -199,6 +202,9 @@ def _reporter():
     from ray import tune
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # One checkpoint kept per trial forces an experiment snapshot per epoch,
+    # which is what resume needs; Tune's warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return tune.CLIReporter(
         parameter_columns={"trial/db": "db", "trial/arch": "arch", "trial/mode": "mode",
                            "trial/nbits": "bits", "trial/loss": "loss", "trial/seed": "seed"},
