@@ -7,7 +7,6 @@ the Parquet results and the plots are. No download, no GPU.
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 __all__ = ["run_demo"]
@@ -16,15 +15,15 @@ __all__ = ["run_demo"]
 def run_demo(*, storage: str = "sweeps", mlflow_uri: str | None = None,
              space: str = "demo") -> int:
     from biohash.analysis.plots import plot
-    from biohash.analysis.render import render
+    from biohash.analysis.formats import render
     from biohash.analysis.tables import best_configs, paper_table
     from biohash.orchestrator.sweep import SweepOptions, default_mlflow_uri, run_sweep
     from biohash.results import load_history, load_results
 
-    name = f"{space}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     tracking = mlflow_uri or default_mlflow_uri()
-    summary = run_sweep(SweepOptions(space=space, name=name, storage=storage, mlflow_uri=tracking,
+    summary = run_sweep(SweepOptions(space=space, storage=storage, mlflow_uri=tracking,
                                      num_cpus=os.cpu_count(), verbose=1))
+    name = summary.name
     sweep_dir = f"{summary.path}"
     results = load_results([sweep_dir])
     best = best_configs(results, ("nbits", "mode"), "score")
