@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 __all__ = ["add_parser"]
 
@@ -31,6 +32,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--strict", action="store_true", help="fail on any unreadable image")
     cmd("list", _list, "datasets and their processed status", dataset=False)
     cmd("verify", _verify, "re-hash a processed dataset against its manifest")
+    q = cmd("push", _push, "copy a processed dataset to a shared data root (s3://, gs://, folder)")
+    q.add_argument("--to", default=os.environ.get("BIOHASH_DATA_ROOT"),
+                   required=not os.environ.get("BIOHASH_DATA_ROOT"),
+                   help="destination data root (default: $BIOHASH_DATA_ROOT)")
+
+
+def _push(args: argparse.Namespace) -> int:
+    from biohash.data.push import push
+
+    print(f"{args.name}: pushed to {push(args.name, args.root, args.to)}")
+    return 0
 
 
 def _download(args: argparse.Namespace) -> int:

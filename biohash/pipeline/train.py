@@ -99,7 +99,10 @@ def train(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = No
     while state.status == "running" and state.epoch < cfg.ep:
         t0 = time.perf_counter()
         epoch = state.epoch + 1
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ctx.device)
         losses = _train_epoch(ctx, optimizer, scaler, train_fold, epoch)
+        train_seconds = time.perf_counter() - t0
         diverged = losses is None or not _weights_finite(model)
         val = 0.0 if diverged else _validate(ctx, val_idx, epoch)
         state.epoch = epoch
@@ -118,6 +121,7 @@ def train(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = No
         seconds = time.perf_counter() - t0
         state.train_seconds += seconds
         metrics = _epoch_metrics(ctx, epoch, losses, val, state, seconds)
+        metrics["time/train_images_per_s"] = len(train_fold) / max(train_seconds, 1e-9)
         state.history.append(metrics)
         ckpt.save(ckpt_dir / ckpt.LATEST, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -184,6 +188,8 @@ def _epoch_metrics(ctx: TrialContext, epoch: int, losses: dict[str, float] | Non
         metrics[f"train/{name}"] = value
     metrics.update({"val_mAP": val, "best_val_mAP": max(state.best_val, 0.0),
                     "time/epoch_s": seconds})
+    if ctx.device.type == "cuda":
+        metrics["hw/gpu_max_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
     if ctx.is_bio:
         from biohash.bio import alignment_angles
 

@@ -1,0 +1,185 @@
+"""CLI: ``biohash results best|table|plot|compare|sync-mlflow|list`` and ``biohash ui``.
+
+Sweeps are addressed as ``--storage DIR_OR_URI`` (default ``sweeps``) plus
+sweep NAME(s); several names are read as one result set.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+_DEFAULT_STORAGE = os.environ.get("BIOHASH_STORAGE", "sweeps")  # same default as `biohash sweep`
+
+
+def _common(metric: bool = True) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--storage", default=_DEFAULT_STORAGE,
+                        help="folder or URI (s3://bucket/prefix) holding the sweeps "
+                             "(default: %(default)s)")
+    if metric:
+        parent.add_argument("--metric", default="score",
+                            help="column to rank by (default: %(default)s; e.g. query/mAP_at_5000)")
+    return parent
+
+
+def _format_args(parser: argparse.ArgumentParser) -> None:
+    from biohash.analysis.formats import FORMATS
+
+    parser.add_argument("--format", default="markdown", choices=FORMATS.names())
+    parser.add_argument("--out", type=Path, help="write to this file instead of stdout")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    results = subparsers.add_parser("results", help="best configs, tables, plots, MLflow sync")
+    sub = results.add_subparsers(dest="results_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("best", parents=[_common()], help="best config per group (mean over seeds)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--group-by", default="db,nbits,mode")
+    _format_args(p)
+    p.set_defaults(func=_best)
+
+    p = sub.add_parser("table", parents=[_common()], help="paper-style mean ± std table (x100)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--rows", default="mode")
+    p.add_argument("--cols", default="db,nbits")
+    _format_args(p)
+    p.set_defaults(func=_table)
+
+    p = sub.add_parser("plot", parents=[_common()], help="PNG plots into --out DIR")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--kind", default="all",
+                   help="bits | gap | curves | alignment | all (default: %(default)s)")
+    p.set_defaults(func=_plot)
+
+    p = sub.add_parser("compare", parents=[_common()], help="matched configs of sweeps A and B")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    _format_args(p)
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("sync-mlflow", parents=[_common(metric=False)],
+                       help="fill MLflow from a sweep's Parquet results")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--experiment", default="biohash")
+    p.set_defaults(func=_sync)
+
+    p = sub.add_parser("list", parents=[_common(metric=False)], help="sweeps with trial counts")
+    p.set_defaults(func=_list)
+
+    ui = subparsers.add_parser("ui", help="MLflow UI on the tracking store (127.0.0.1)")
+    ui.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--workers", type=int, default=1)
+    ui.set_defaults(func=_ui)
+
+
+# ---------------------------------------------------------------------- handlers
+def _load(args: argparse.Namespace, names: list[str], history: bool = False):
+    from biohash.results.reader import load_history, load_results
+    from biohash.results.store import resolve_sweeps
+
+    sweeps = resolve_sweeps(args.storage, names)
+    return load_history(sweeps) if history else load_results(sweeps)
+
+
+def _emit(args: argparse.Namespace, text: str) -> int:
+    if getattr(args, "out", None):
+        from biohash.utils import atomic_write_text
+
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    from biohash.analysis.formats import render
+    from biohash.analysis.tables import CONFIG_KEY, best_configs
+
+    best = best_configs(_load(args, args.names), args.group_by, args.metric)
+    lead = list(best.columns[:best.columns.get_loc("n_seeds") + 1])
+    # Show the config columns that differ between the winners, not all 20.
+    varying = [c for c in CONFIG_KEY if c in best and c not in lead and best[c].nunique() > 1]
+    return _emit(args, render(best[lead + varying + ["trial_ids"]], args.format))
+
+
+def _table(args: argparse.Namespace) -> int:
+    from biohash.analysis.formats import render
+    from biohash.analysis.tables import paper_table
+
+    table = paper_table(_load(args, args.names), args.rows, args.cols, args.metric)
+    return _emit(args, render(table, args.format))
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from biohash.analysis.plots import PLOTS, plot
+    from biohash.errors import ConfigError, ResultsError
+    from biohash.results.reader import load_history
+
+    if args.kind != "all" and args.kind not in PLOTS:
+        raise ConfigError(f"unknown plot kind {args.kind!r}; choose from "
+                          f"{', '.join([*PLOTS.names(), 'all'])}")
+    results = _load(args, args.names)
+    history = None
+    if args.kind in ("curves", "alignment", "all"):
+        from biohash.results.store import resolve_sweeps
+
+        try:
+            history = load_history(resolve_sweeps(args.storage, args.names))
+        except ResultsError:
+            if args.kind != "all":
+                raise
+    paths = plot(args.kind, results, history, args.out, args.metric)
+    if not paths:
+        raise ResultsError(f"nothing to plot for --kind {args.kind} (gap needs bp trials, "
+                           "curves/alignment need history rows with val_mAP / align/*)")
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from biohash.analysis.formats import render
+    from biohash.analysis.tables import compare
+
+    diff = compare(_load(args, [args.a]), _load(args, [args.b]), metric=args.metric)
+    return _emit(args, render(diff, args.format))
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from biohash.results.backfill import backfill
+    from biohash.results.mlflow_log import default_tracking_uri
+
+    uri = args.mlflow_uri or default_tracking_uri()
+    print(f"{backfill(args.storage, args.name, uri, experiment=args.experiment)} ({uri})")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from biohash.analysis.formats import render
+    from biohash.results.summary import summarize_sweeps
+
+    print(render(summarize_sweeps(args.storage), "markdown"), end="")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from biohash.analysis.ui import start_ui
+    from biohash.results.mlflow_log import default_tracking_uri
+
+    uri = args.mlflow_uri or default_tracking_uri()
+    proc = start_ui(uri, args.port, workers=args.workers)
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+        return 0

@@ -1,0 +1,163 @@
+"""Autograd functions: exact weight/bias gradients, B in the gradient to the input.
+
+Mixed precision: the forward runs under whatever autocast state is active
+(so F.linear/F.conv2d autocast exactly as in backprop). The backward turns
+autocast off and computes in the dtype of the incoming gradient delta,
+casting the saved input and B to it; every gradient is returned in the dtype
+of the tensor it belongs to. This works for any device type (CPU bf16, CUDA
+bf16/fp16), which ``torch.amp.custom_bwd`` (one device type per function)
+does not. Nothing but the input and W (already alive) is saved.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from biohash.bio.rules import ErrorSlot, Feedback, row_chunks
+from biohash.errors import ConfigError
+
+__all__ = ["BioLinearFunction", "BioConv2dFunction", "CaptureOutputError"]
+
+
+def _exact_autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    # CPU backward runs on the caller's thread, so an autocast region around
+    # loss.backward() would otherwise re-cast our matmuls.
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _output_error(fb: Feedback, batch: int, dtype: torch.dtype) -> Tensor:
+    """The recorded dL/d(output) as (N, output_dim) in ``dtype``."""
+    error = fb.slot.error if fb.slot is not None else None
+    if error is None:
+        raise ConfigError(
+            "dfa: no output error was recorded for this backward; the loss must be "
+            "computed from the output of the model passed to convert()")
+    error = error.reshape(error.shape[0], -1)
+    if error.shape[0] != batch:
+        raise ConfigError(f"dfa: output batch size {error.shape[0]} != layer input batch "
+                          f"size {batch}; dim 0 of every layer input must be the batch")
+    return error.to(dtype)
+
+
+def _direct_input_grad(fb: Feedback, x_shape: torch.Size, dtype: torch.dtype,
+                       channel_dim: int) -> Tensor:
+    """dfa: B_l e broadcast over every input dim except batch and ``channel_dim``."""
+    proj = _output_error(fb, x_shape[0], dtype) @ fb.buffer.to(dtype).t()  # (N, C_in)
+    view = [x_shape[0]] + [1] * (len(x_shape) - 1)
+    view[channel_dim] = proj.shape[1]
+    return proj.view(view).expand(x_shape)
+
+
+class BioLinearFunction(torch.autograd.Function):
+    """y = x W^T + b over any leading dims; grad-to-input uses B (or dfa's B e)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, fb: Feedback) -> Tensor:
+        ctx.fb = fb
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        gx = gw = gb = None
+        with _exact_autocast_off(g.device.type):
+            if need_x:
+                gx = _linear_input_grad(g, weight, x, ctx.fb)
+            if need_w or need_b:
+                g2 = g.reshape(-1, g.shape[-1])  # (N*, out)
+                if need_w:
+                    x2 = x.reshape(-1, x.shape[-1]).to(g.dtype)  # (N*, in)
+                    gw = g2.t().mm(x2).to(weight.dtype)
+                if need_b:
+                    gb = g2.sum(0).to(weight.dtype)
+        return gx, gw, gb, None
+
+
+def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Tensor:
+    if fb.rule.direct:
+        return _direct_input_grad(fb, x.shape, g.dtype, x.dim() - 1).to(x.dtype)
+    if fb.rule.stored and fb.buffer.dtype == g.dtype:
+        return g.matmul(fb.buffer).to(x.dtype)  # stored B: no copy at all
+    chunks = row_chunks(weight.shape, weight.device)
+    if len(chunks) == 1:
+        return g.matmul(fb.matrix(weight).to(g.dtype)).to(x.dtype)  # (..., in)
+    # Row chunks of B (only one lives at a time), accumulated in >= float32.
+    acc = torch.promote_types(g.dtype, torch.float32)
+    g2 = g.reshape(-1, g.shape[-1]).to(acc)  # (N*, out)
+    gx = None
+    for rows in chunks:
+        part = fb.matrix(weight, rows).to(acc)  # (rows, in)
+        gx = g2[:, rows].mm(part) if gx is None else gx.addmm_(g2[:, rows], part)
+    return gx.view(*g.shape[:-1], weight.shape[1]).to(x.dtype)
+
+
+class BioConv2dFunction(torch.autograd.Function):
+    """2-D convolution with integer padding; grad-to-input uses B (or dfa's B e).
+
+    One ``aten.convolution_backward`` call computes the input gradient with B
+    and the exact weight/bias gradients, as backprop's own backward does.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, fb: Feedback,
+                stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                groups: int) -> Tensor:
+        ctx.fb = fb
+        ctx.conf = (list(stride), list(padding), list(dilation), groups)
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        stride, padding, dilation, groups = ctx.conf
+        fb: Feedback = ctx.fb
+        direct = fb.rule.direct
+        gx = gw = gb = None
+        with _exact_autocast_off(g.device.type):
+            dtype = g.dtype
+            # B replaces W only where the input gradient is computed; the weight
+            # gradient depends on (x, g) alone, W/B only give it its shape.
+            b = fb.matrix(weight) if need_x and not direct else weight
+            mask = [need_x and not direct, need_w, need_b]
+            if any(mask):
+                gx, gw, gb = torch.ops.aten.convolution_backward(
+                    g, x.to(dtype), b.to(dtype), [weight.shape[0]] if need_b else None,
+                    stride, padding, dilation, False, [0, 0], groups, mask)
+            if need_x and direct:
+                gx = _direct_input_grad(fb, x.shape, dtype, 1)
+            gx = gx.to(x.dtype) if gx is not None else None
+            gw = gw.to(weight.dtype) if gw is not None else None
+            gb = gb.to(weight.dtype) if gb is not None else None
+        return gx, gw, gb, None, None, None, None, None
+
+
+class CaptureOutputError(torch.autograd.Function):
+    """Identity on the model output; its backward records dL/d(output) for dfa.
+
+    Backward runs output-first, so the error is in ``slot`` before any hidden
+    layer's backward reads it.
+    """
+
+    @staticmethod
+    def forward(ctx, y: Tensor, slot: ErrorSlot) -> Tensor:
+        ctx.slot = slot
+        return y.view_as(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        ctx.slot.error = g
+        return g, None

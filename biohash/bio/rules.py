@@ -1,0 +1,250 @@
+"""The learning rules as small spec objects, registered in ``MODES``.
+
+A rule decides one thing: the matrix B that replaces the forward weight W in
+a layer's gradient to its input (the weight and bias gradients stay exact).
+References: Lillicrap et al. 2016 (fa), Liao, Leibo & Poggio 2016 (usf,
+frsf, brsf), Noekland 2016 (dfa); BioTorch (Sanfiz & Akrout 2021) for the
+naming.
+
+Feedback scale ("std") of a layer comes from its init, computed on the
+weight's fans (``fan_in = in * k_h * k_w``, ``fan_out = out * k_h * k_w``):
+
+* ``xavier`` (default): std = sqrt(2 / (fan_in + fan_out))
+* ``kaiming``:          std = sqrt(2 / fan_in)
+
+Random draws are uniform with that std, i.e. U(-sqrt(3)*std, sqrt(3)*std)
+(``xavier`` is then exactly torch's Xavier-uniform). ``usf`` uses B = std *
+sign(W), so its scale is the Xavier std by default. ``frsf``/``brsf`` use
+magnitudes |M| ~ U(0, sqrt(3)*std) with the sign of W (``copysign``: a zero
+weight keeps the sign bit of its zero, so B is never 0 there).
+
+Large Linear weights are processed in row chunks of at most
+``CHUNK_ELEMS`` (GPU) / ``CHUNK_ELEMS_CPU`` elements, so a sign-concordant or
+per-batch B is never materialised whole (a VGG16 fc1 B would be 400 MB on
+top of backprop's working memory).
+
+``brsf`` draws |M_t| as 15-bit integers, four per 64-bit random draw, scaled
+to U(0, sqrt(3)*std) (2^15 levels): about 4x cheaper than ``torch.rand`` on
+CPU, where B must be redrawn for every weight on every step.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from biohash.registry import Registry
+
+__all__ = ["MODES", "INITS", "FROZEN", "Rule", "Feedback", "ErrorSlot", "derive_seed",
+           "step_seed", "fans", "feedback_std", "row_chunks", "CHUNK_ELEMS", "CHUNK_ELEMS_CPU"]
+
+#: Pseudo-mode of a convert() scope part: parameters frozen, no conversion.
+FROZEN = "frozen"
+#: Largest B chunk (elements) materialised at once for a Linear layer (GPU, CPU).
+CHUNK_ELEMS = 1 << 24
+CHUNK_ELEMS_CPU = 1 << 18  # 1 MiB of float32: fits L2
+#: brsf magnitudes are 15-bit integers (4 per 64-bit draw) scaled to U(0, bound).
+_LEVELS = 1 << 15
+
+_MASK64 = (1 << 64) - 1
+
+#: Feedback init: name -> std(fan_in, fan_out).
+INITS: Registry[Callable[[int, int], float]] = Registry("feedback init")
+INITS.register("xavier", lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out)))
+INITS.register("kaiming", lambda fan_in, fan_out: math.sqrt(2.0 / fan_in))
+
+
+def fans(shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a Linear/Conv weight shape, as torch.nn.init does."""
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def derive_seed(seed: int, key: str) -> int:
+    """A 63-bit seed for ``key`` (a layer's qualified name), stable across processes."""
+    digest = hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def step_seed(seed: int, step: int) -> int:
+    """SplitMix64 of (seed, step): a cheap per-forward seed for ``brsf``."""
+    z = (seed + (step + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 1
+
+
+def row_chunks(shape: torch.Size | tuple[int, ...], device: torch.device) -> list[slice]:
+    """Row (output) slices covering a weight; one slice unless it is a big Linear.
+
+    On CPU a chunk of B fits in L2 cache, so writing it and reading it back
+    in the matmul costs about nothing (B for VGG16's fc1 then costs ~5%
+    over backprop's own product instead of ~2x); on GPUs chunks are large to
+    keep the kernel count low.
+    """
+    limit = CHUNK_ELEMS_CPU if device.type == "cpu" else CHUNK_ELEMS
+    if len(shape) != 2 or shape[0] * shape[1] <= limit:
+        return [slice(None)]
+    rows = max(1, limit // shape[1])
+    return [slice(r, min(r + rows, shape[0])) for r in range(0, shape[0], rows)]
+
+
+class ErrorSlot:
+    """Holds dL/d(model output) of one forward pass, filled during backward (dfa)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What one forward pass of a bio layer needs in its backward.
+
+    Frozen per call, so a ``brsf`` layer run twice before one backward uses
+    each forward's own B.
+    """
+
+    rule: "Rule"
+    buffer: Tensor | None  # fa: B; frsf: |M|; dfa: projection (in, output_dim)
+    std: float
+    seed: int  # brsf: this forward's seed
+    slot: ErrorSlot | None = None  # dfa: where the output error appears
+
+    def matrix(self, weight: Tensor, rows: slice = slice(None)) -> Tensor:
+        """Rows ``rows`` of B (weight-shaped rules only)."""
+        return self.rule.matrix(self, weight, rows)
+
+
+class Rule:
+    """A learning rule. Subclasses override what differs from backprop."""
+
+    name: str = ""
+    summary: str = ""
+    #: B is drawn per forward pass (the layer counts its forward passes).
+    per_step: bool = False
+    #: B has the sign of W (the diagnostics check this).
+    sign_concordant: bool = False
+    #: dfa: grad-to-input is a projection of the model's output error.
+    direct: bool = False
+    #: B is the ``feedback`` buffer itself (used without any copy).
+    stored: bool = False
+
+    def draw_buffer(self, weight: Tensor, in_size: int, init: str, gen: torch.Generator,
+                    output_dim: int | None) -> Tensor | None:
+        """The persistent ``feedback`` buffer (CPU, float32), or None.
+
+        ``in_size`` is the layer's input features / channels (not the
+        per-group count), ``output_dim`` the model output size (dfa only).
+        """
+        return None
+
+    def matrix(self, fb: Feedback, weight: Tensor, rows: slice) -> Tensor:
+        return weight[rows]
+
+    def __repr__(self) -> str:
+        return f"<rule {self.name}: {self.summary}>"
+
+
+def feedback_std(init: str, fan_in: int, fan_out: int) -> float:
+    """The std of B for ``init`` (see the module docstring)."""
+    return INITS.get(init)(fan_in, fan_out)
+
+
+def _bound(init: str, fan_in: int, fan_out: int) -> float:
+    return math.sqrt(3.0) * feedback_std(init, fan_in, fan_out)
+
+
+def _uniform(shape: Any, bound: float, gen: torch.Generator) -> Tensor:
+    return torch.empty(shape).uniform_(-bound, bound, generator=gen)
+
+
+class Backprop(Rule):
+    name, summary = "bp", "exact backprop: B = W"
+
+
+class FeedbackAlignment(Rule):
+    name, summary = "fa", "fixed random B, drawn once"
+    stored = True
+
+    def draw_buffer(self, weight, in_size, init, gen, output_dim):
+        return _uniform(weight.shape, _bound(init, *fans(weight.shape)), gen)
+
+    def matrix(self, fb, weight, rows):
+        return fb.buffer[rows]
+
+
+class UniformSignConcordant(Rule):
+    name, summary = "usf", "B = std * sign(W), follows W's sign every step"
+    sign_concordant = True
+
+    def matrix(self, fb, weight, rows):
+        return torch.sign(weight[rows]).mul_(fb.std)
+
+
+class FixedRandomSignConcordant(Rule):
+    name, summary = "frsf", "B = |M| with sign(W), M drawn once"
+    sign_concordant = True
+
+    def draw_buffer(self, weight, in_size, init, gen, output_dim):
+        return _uniform(weight.shape, _bound(init, *fans(weight.shape)), gen).abs_()
+
+    def matrix(self, fb, weight, rows):
+        return torch.copysign(fb.buffer[rows], weight[rows])
+
+
+class BatchRandomSignConcordant(Rule):
+    """|M_t| is redrawn every forward pass from a per-forward seed.
+
+    The draw happens in backward (from the seed the forward recorded), so no
+    weight-sized tensor is kept between forward and backward; each row
+    chunk has its own seed so the same B can be rebuilt for diagnostics.
+    """
+
+    name, summary = "brsf", "B = |M_t| with sign(W), M_t redrawn every forward"
+    sign_concordant = True
+    per_step = True
+
+    def matrix(self, fb, weight, rows):
+        w = weight[rows]
+        gen = torch.Generator(device=w.device)
+        gen.manual_seed(step_seed(fb.seed, rows.start or 0))
+        bits = torch.empty((w.numel() + 3) // 4, dtype=torch.int64, device=w.device)
+        bits.random_(generator=gen)  # 63 random bits each: 4 lanes of 15 usable bits
+        levels = bits.view(torch.int16)[:w.numel()].view(w.shape).bitwise_and_(_LEVELS - 1)
+        m = levels.to(w.dtype).mul_(math.sqrt(3.0) * fb.std / _LEVELS)
+        return m.copysign_(w)
+
+
+class DirectFeedbackAlignment(Rule):
+    """Each layer sends B_l e to its input, e = dL/d(model output).
+
+    B_l has shape (in_features, output_dim) (Linear) or (in_channels,
+    output_dim) (Conv2d: the projection is broadcast over H and W, so grouped
+    and depthwise convs need nothing special). The layer below therefore
+    receives (B_l e) * f'(a) through the exact derivative of the
+    activation between them -- Noekland's rule with the matrix owned by the
+    layer that sends it.
+    """
+
+    name, summary = "dfa", "grad-to-input = fixed random projection of the output error"
+    direct = True
+
+    def draw_buffer(self, weight, in_size, init, gen, output_dim):
+        # B_l maps the output error (output_dim) onto the layer input (in_size)
+        return _uniform((in_size, output_dim), _bound(init, output_dim, in_size), gen)
+
+    def matrix(self, fb, weight, rows):
+        return fb.buffer
+
+
+MODES: Registry[Rule] = Registry("mode")
+for _rule in (Backprop(), FeedbackAlignment(), UniformSignConcordant(),
+              FixedRandomSignConcordant(), BatchRandomSignConcordant(),
+              DirectFeedbackAlignment()):
+    MODES.register(_rule.name, _rule)

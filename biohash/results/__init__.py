@@ -1,0 +1,35 @@
+"""Results that last: Parquet records of every trial, mirrored into MLflow.
+
+- ``schema``: the fixed, versioned Parquet schemas (``SCHEMA_VERSION``).
+- ``store`` / ``reader``: layout, atomic writes, ``load_results`` / ``load_history``.
+- ``ParquetResultsCallback`` and ``MlflowSweepCallback``: driver-side Tune
+  callbacks (import Ray; loaded lazily from here).
+- ``backfill``: fill MLflow from Parquet afterwards.
+
+Attribute access is lazy so that ``import biohash.results`` needs neither
+Ray nor MLflow.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "load_results", "load_history", "list_sweeps",
+           "ParquetResultsCallback", "MlflowSweepCallback", "backfill", "default_tracking_uri"]
+
+_LAZY = {
+    "SCHEMA_VERSION": "biohash.results.schema",
+    "load_results": "biohash.results.reader",
+    "load_history": "biohash.results.reader",
+    "list_sweeps": "biohash.results.store",
+    "ParquetResultsCallback": "biohash.results.parquet_sink",
+    "MlflowSweepCallback": "biohash.results.mlflow_sink",
+    "backfill": "biohash.results.backfill",
+    "default_tracking_uri": "biohash.results.mlflow_log",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'biohash.results' has no attribute {name!r}")

@@ -1,0 +1,260 @@
+"""``SweepLogger``: one sweep's MLflow runs (parent = sweep, child = trial), idempotent.
+
+Used live by ``MlflowSweepCallback`` and afterwards by ``backfill``. Runs are
+found again by tags instead of remembered, so a new driver process (resumed
+sweep) or a retried trial re-attaches to its runs rather than creating new
+ones:
+
+- parent: tags ``biohash.role=sweep``, ``biohash.sweep=<name>``;
+- child: tags ``mlflow.parentRunId``, ``biohash.trial_id`` (``TrialConfig.trial_id``).
+
+Per-epoch metrics use ``step=epoch``. A child's tag ``biohash.last_epoch``
+records the contiguous prefix of epochs logged, so re-reported epochs (a
+retry from an earlier checkpoint) are not logged twice and epochs missed
+while MLflow was down are filled from the final report's complete history.
+
+Every write is one ``MlflowClient.log_batch`` (<= 1000 metrics, <= 100
+params/tags per request). MLflow is imported lazily: ``import biohash`` stays light.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from biohash.config import TrialConfig
+from biohash.results.provenance import code_version
+from biohash.results.schema import FINAL_METRICS, TIMES
+
+__all__ = ["SweepLogger", "default_tracking_uri", "MAX_METRICS", "MAX_TAGS"]
+
+log = logging.getLogger(__name__)
+MAX_METRICS, MAX_TAGS = 1000, 100
+_MAX_TAG_CHARS = 8000
+_FINAL_KEYS = ("score", "best_epoch", "epochs_run", *FINAL_METRICS, *TIMES)
+_FINAL_TAGS = ("hw/device", "hw/precision", "run_dir")
+#: biohash status -> MLflow run status. Early stopping is a normal end.
+RUN_STATUS = {"finished": "FINISHED", "early_stopped": "FINISHED", "diverged": "FAILED",
+              "error": "FAILED", "stopped": "KILLED"}
+#: Fail fast on a dead server instead of MLflow's default ~4 min of retries.
+_QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def default_tracking_uri() -> str:
+    """``sqlite:///<cwd>/mlflow.db`` (MLflow 3.13+ refuses ``file:`` stores)."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def quick_http() -> Iterator[None]:
+    """Short MLflow HTTP retries/timeouts, unless the user set their own."""
+    added = {k: v for k, v in _QUICK_HTTP.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _q(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class _Child:
+    """What is known about one trial's run."""
+
+    __slots__ = ("run_id", "last_epoch", "status")
+
+    def __init__(self, run_id: str, last_epoch: int = 0, status: str | None = None) -> None:
+        self.run_id, self.last_epoch, self.status = run_id, last_epoch, status
+
+
+class SweepLogger:
+    """The MLflow side of one sweep. Methods raise on MLflow errors; callers decide."""
+
+    def __init__(self, tracking_uri: str, *, sweep: str, space: str = "", storage: str = "",
+                 experiment: str = "biohash", reopen: bool = True) -> None:
+        """``reopen``: mark an existing sweep run RUNNING again (a live, resumed
+        sweep) rather than leaving its status alone (a backfill)."""
+        from mlflow import MlflowClient
+
+        self.tracking_uri, self.sweep, self.space = tracking_uri, sweep, space
+        self.storage, self.experiment, self.reopen = storage, experiment, reopen
+        self.created_parent = False
+        self.client = MlflowClient(tracking_uri)
+        self._experiment_id: str | None = None
+        self._parent_id: str | None = None
+        self._children: dict[str, _Child] | None = None
+
+    # ------------------------------------------------------------- attach / create
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is not None:
+                self._experiment_id = found.experiment_id
+            else:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=self._artifact_location())
+        return self._experiment_id
+
+    def _artifact_location(self) -> str | None:
+        # Beside the SQLite file rather than ./mlruns of whatever cwd the driver has.
+        if self.tracking_uri.startswith("sqlite:///"):
+            db = Path(self.tracking_uri[len("sqlite:///"):])
+            return (db.parent / "mlartifacts").resolve().as_uri()
+        return None  # a server decides (proxied artifacts)
+
+    def parent_id(self) -> str:
+        """The sweep's run, found by tag or created (RUNNING)."""
+        if self._parent_id is None:
+            runs = self.client.search_runs(
+                [self.experiment_id()], order_by=["attributes.start_time ASC"], max_results=1,
+                filter_string=f"tags.`biohash.role` = 'sweep' AND "
+                              f"tags.`biohash.sweep` = '{_q(self.sweep)}'")
+            tags = {"biohash.role": "sweep", "biohash.sweep": self.sweep,
+                    "biohash.space": self.space, "biohash.storage": self.storage,
+                    "biohash.code_version": code_version()}
+            if runs:
+                self._parent_id = runs[0].info.run_id
+                if self.reopen:
+                    self.client.update_run(self._parent_id, status="RUNNING")
+                self._log(self._parent_id, tags=tags)
+            else:
+                self._parent_id = self.client.create_run(
+                    self.experiment_id(), run_name=self.sweep, tags=tags).info.run_id
+                self.created_parent = True
+        return self._parent_id
+
+    def children(self) -> dict[str, _Child]:
+        """trial_id -> child run, loaded once from the tracking store."""
+        if self._children is None:
+            parent = self.parent_id()
+            found: dict[str, _Child] = {}
+            token = None
+            while True:
+                page = self.client.search_runs(
+                    [self.experiment_id()], max_results=1000, page_token=token,
+                    filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+                for run in page:
+                    tags = run.data.tags
+                    if "biohash.trial_id" in tags and tags["biohash.trial_id"] not in found:
+                        found[tags["biohash.trial_id"]] = _Child(
+                            run.info.run_id, int(tags.get("biohash.last_epoch", 0)),
+                            tags.get("biohash.status"))
+                token = page.token
+                if not token:
+                    break
+            self._children = found
+        return self._children
+
+    def child(self, cfg: TrialConfig, *, restart: bool = False) -> _Child:
+        """The trial's run, created with its params on first sight.
+
+        ``restart``: the trial runs again (retry, resumed sweep), so a run
+        that had ended is marked RUNNING again.
+        """
+        known = self.children().get(cfg.trial_id)
+        if known is None:
+            run = self.client.create_run(
+                self.experiment_id(), run_name=cfg.run_name,
+                tags={"mlflow.parentRunId": self.parent_id(), "biohash.role": "trial",
+                      "biohash.sweep": self.sweep, "biohash.trial_id": cfg.trial_id,
+                      "biohash.status": "running"})
+            known = self.children()[cfg.trial_id] = _Child(run.info.run_id, 0, "running")
+            self._log(known.run_id, params={k: str(v) for k, v in cfg.to_dict().items()})
+        elif restart and known.status not in (None, "running"):
+            self.client.update_run(known.run_id, status="RUNNING")
+            self._log(known.run_id, tags={"biohash.status": "running"})
+            known.status = "running"
+        return known
+
+    # ------------------------------------------------------------------- logging
+    def _log(self, run_id: str, *, metrics: Iterable[tuple[str, float, int]] = (),
+             params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None) -> None:
+        """Everything in as few ``log_batch`` requests as the limits allow."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        metric_list = [Metric(k, v, now, step) for k, v, step in metrics]
+        param_list = [Param(k, v[:6000]) for k, v in (params or {}).items()]
+        tag_list = [RunTag(k, str(v)[:_MAX_TAG_CHARS]) for k, v in (tags or {}).items()]
+        # Params/tags in the first batches, metrics up to 1000 per batch.
+        first = True
+        while first or metric_list or param_list or tag_list:
+            first = False
+            self.client.log_batch(run_id, metrics=metric_list[:MAX_METRICS],
+                                  params=param_list[:MAX_TAGS], tags=tag_list[:MAX_TAGS],
+                                  synchronous=True)
+            metric_list, param_list = metric_list[MAX_METRICS:], param_list[MAX_TAGS:]
+            tag_list = tag_list[MAX_TAGS:]
+
+    def log_epoch(self, cfg: TrialConfig, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """One epoch's metrics (one batch); False when skipped as repeated or after a gap."""
+        child = self.child(cfg)
+        if epoch != child.last_epoch + 1:
+            return False
+        self._log(child.run_id, metrics=[(k, v, epoch) for k, v in metrics.items()],
+                  tags={"biohash.last_epoch": str(epoch)})
+        child.last_epoch = epoch
+        return True
+
+    def log_history(self, cfg: TrialConfig, history: Mapping[int, Mapping[str, float]]) -> int:
+        """Epochs of ``history`` ({epoch: metrics}) not logged yet; returns how many."""
+        child = self.child(cfg)
+        todo = [(e, m) for e, m in sorted(history.items()) if e > child.last_epoch]
+        if not todo:
+            return 0
+        points = [(k, v, e) for e, m in todo for k, v in m.items()]
+        self._log(child.run_id, metrics=points, tags={"biohash.last_epoch": str(todo[-1][0])})
+        child.last_epoch = todo[-1][0]
+        return len(todo)
+
+    def log_final(self, cfg: TrialConfig, final: Mapping[str, Any], *,
+                  config_json: Mapping[str, Any] | None = None) -> None:
+        """Final metrics, non-numeric values as tags, artifacts, run status."""
+        child = self.child(cfg)
+        status = str(final.get("status") or "finished")
+        step = int(final.get("epochs_run") or child.last_epoch or 0)
+        metrics = [(k, float(final[k]), step) for k in _FINAL_KEYS
+                   if isinstance(final.get(k), (int, float)) and not isinstance(final[k], bool)]
+        tags = {k: str(final[k]) for k in _FINAL_TAGS if final.get(k) not in (None, "")}
+        tags["biohash.status"] = status
+        if final.get("error"):
+            tags["biohash.error"] = str(final["error"])
+        self._log(child.run_id, metrics=metrics, tags=tags)
+        self._log_artifacts(child.run_id, cfg, final.get("run_dir"), config_json)
+        self.client.set_terminated(child.run_id, status=RUN_STATUS.get(status, "FINISHED"))
+        child.status = status
+
+    def mark(self, cfg: TrialConfig, status: str, error: str | None = None) -> None:
+        """End a trial's run without results: ``error`` (FAILED) or ``stopped`` (KILLED)."""
+        child = self.child(cfg)
+        tags = {"biohash.status": status, **({"biohash.error": error} if error else {})}
+        self._log(child.run_id, tags=tags)
+        self._log_artifacts(child.run_id, cfg, None, None)
+        self.client.set_terminated(child.run_id, status=RUN_STATUS[status])
+        child.status = status
+
+    def _log_artifacts(self, run_id: str, cfg: TrialConfig, run_dir: Any,
+                       config_json: Mapping[str, Any] | None) -> None:
+        self.client.log_dict(run_id, dict(config_json or {"trial": cfg.to_dict()}),
+                             "trial_config.json")
+        if run_dir and Path(str(run_dir)).is_dir():
+            for path in sorted(Path(str(run_dir)).glob("*-prediction_mAP.json")):
+                self.client.log_artifact(run_id, str(path), "eval")
+
+    def end_sweep(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_id(), status=status)
+
+    def config_json(self, cfg: TrialConfig) -> dict[str, Any]:
+        return {"sweep": self.sweep, "trial_id": cfg.trial_id, "trial": cfg.to_dict()}

@@ -1,0 +1,122 @@
+"""``MlflowSweepCallback``: a driver-side Tune callback that mirrors a sweep into MLflow.
+
+Compared with Ray's ``MLflowLoggerCallback`` it nests trials under a sweep
+run, batches each report into one request, keeps non-numeric values as
+tags, and re-attaches to existing runs after a retry or ``Tuner.restore``
+(see ``biohash.results.mlflow_log``).
+
+MLflow is a convenience, the Parquet results are the record: when the
+tracking server is unreachable the callback warns once, skips MLflow for a
+while (``retry_after_s``) and the sweep goes on; ``backfill`` (CLI:
+``biohash results sync-mlflow NAME``) later fills MLflow from Parquet.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, TypeVar
+
+from ray.tune import Callback
+
+from biohash.config import TrialConfig
+from biohash.results._tune import (FINAL, epoch_metrics, trial_config, trial_error_text)
+from biohash.results.mlflow_log import SweepLogger, quick_http
+from biohash.results.schema import parse_history
+
+__all__ = ["MlflowSweepCallback"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class MlflowSweepCallback(Callback):
+    """Parent run per sweep, child run per trial, per-epoch metrics with ``step=epoch``.
+
+    ``tracking_uri``: ``sqlite:///path/mlflow.db`` (one machine) or a server
+    URL. Never raises into Tune.
+    """
+
+    def __init__(self, tracking_uri: str, *, sweep: str, space: str, storage: str,
+                 experiment: str = "biohash", retry_after_s: float = 60.0) -> None:
+        self.tracking_uri, self.sweep, self.space = tracking_uri, sweep, space
+        self.storage, self.experiment, self.retry_after_s = str(storage), experiment, retry_after_s
+        self._logger: SweepLogger | None = None
+        self._down_until: float | None = None
+        self._warned = False
+        self._final: set[str] = set()  # trial_ids whose final report arrived in this driver
+
+    # -------------------------------------------------------------------- guard
+    def _call(self, what: str, fn: Callable[[SweepLogger], T]) -> T | None:
+        """Run ``fn`` against MLflow unless it is known down; swallow and warn on failure."""
+        if self._down_until is not None and time.monotonic() < self._down_until:
+            return None
+        try:
+            with quick_http():
+                if self._logger is None:
+                    self._logger = SweepLogger(self.tracking_uri, sweep=self.sweep,
+                                               space=self.space, storage=self.storage,
+                                               experiment=self.experiment)
+                result = fn(self._logger)
+        except Exception as exc:  # noqa: BLE001 - MLflow must never stop a sweep
+            self._down_until = time.monotonic() + self.retry_after_s
+            if not self._warned:
+                self._warned = True
+                log.warning("MLflow at %s failed (%s: %s) while logging %s; the sweep goes on "
+                            "without it. Afterwards run: biohash results sync-mlflow %s "
+                            "--storage %s --mlflow-uri %s", self.tracking_uri,
+                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "",
+                            what, self.sweep, self.storage, self.tracking_uri)
+            else:
+                log.debug("MLflow still failing (%s): %s", what, exc)
+            return None
+        if self._down_until is not None:
+            log.info("MLflow at %s is reachable again", self.tracking_uri)
+            self._down_until = None
+        return result
+
+    # --------------------------------------------------------------- Tune hooks
+    def setup(self, **info: Any) -> None:
+        self._call("the sweep run", lambda lg: lg.parent_id())
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cfg = trial_config(trial)
+        if cfg is not None:
+            self._call(f"trial {cfg.trial_id}", lambda lg: lg.child(cfg, restart=True))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        cfg = trial_config(trial)
+        if cfg is None:
+            return
+        if result.get("phase") == FINAL:
+            self._final.add(cfg.trial_id)
+            self._call(f"the final result of trial {cfg.trial_id}",
+                       lambda lg: self._log_final(lg, cfg, result))
+        elif result.get("epoch") is not None:
+            metrics = epoch_metrics(result)
+            self._call(f"epoch {result['epoch']} of trial {cfg.trial_id}",
+                       lambda lg: lg.log_epoch(cfg, int(result["epoch"]), metrics))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cfg = trial_config(trial)
+        # Ended without a final report: stopped by a scheduler or a stop rule.
+        if cfg is not None and cfg.trial_id not in self._final:
+            self._call(f"trial {cfg.trial_id}", lambda lg: lg.mark(cfg, "stopped"))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cfg = trial_config(trial)
+        if cfg is not None:
+            error = trial_error_text(trial)
+            self._call(f"the error of trial {cfg.trial_id}", lambda lg: lg.mark(cfg, "error", error))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._call("the end of the sweep", lambda lg: lg.end_sweep("FINISHED"))
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _log_final(lg: SweepLogger, cfg: TrialConfig, result: dict) -> None:
+        # Epochs missed (MLflow down, gaps) come from the complete history.
+        history = {int(h["epoch"]): epoch_metrics(h) for h in parse_history(result.get("history"))
+                   if h.get("epoch") is not None}
+        lg.log_history(cfg, history)
+        lg.log_final(cfg, result, config_json=lg.config_json(cfg))

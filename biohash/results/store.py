@@ -1,0 +1,162 @@
+"""Where results live and how they are written and read (local or ``s3://``).
+
+Layout (the orchestrator's contract)::
+
+    <storage>/<sweep>/sweep.json
+    <storage>/<sweep>/results/trials/<trial_id>.parquet    one row
+    <storage>/<sweep>/results/history/<trial_id>.parquet   per-epoch rows
+
+Every file is keyed by ``TrialConfig.trial_id``, so a retried trial or a
+resumed sweep overwrites its file instead of adding a duplicate. Writes are
+atomic: a temp name in the same folder, then a rename (local); on object
+stores a single PUT is atomic already.
+
+Reading lives in ``biohash.results.reader``.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from biohash.errors import ResultsError
+from biohash.results.schema import HISTORY_SCHEMA, TRIALS_SCHEMA
+
+__all__ = ["Location", "resolve", "sweep_location", "write_table", "read_sweep_json",
+           "list_sweeps", "resolve_sweeps", "sweep_dirs", "list_files", "TRIALS", "HISTORY",
+           "SCHEMAS"]
+
+TRIALS, HISTORY = "trials", "history"
+SCHEMAS = {TRIALS: TRIALS_SCHEMA, HISTORY: HISTORY_SCHEMA}
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder on a pyarrow filesystem; ``uri`` is what the user typed (for messages)."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    def join(self, *parts: str) -> "Location":
+        path = posixpath.join(self.path, *parts)
+        return Location(self.fs, path, posixpath.join(self.uri, *parts))
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
+
+
+def resolve(storage: str | Path, filesystem: pafs.FileSystem | None = None) -> Location:
+    """A storage root or sweep folder as a ``Location``.
+
+    With ``filesystem`` the scheme is stripped (``s3://bucket/p`` ->
+    ``bucket/p``), as Ray does for ``RunConfig(storage_filesystem=...)``.
+    """
+    uri = str(storage)
+    if filesystem is not None:
+        path = uri.split("://", 1)[1] if "://" in uri else uri
+        return Location(filesystem, path.rstrip("/") or "/", uri)
+    if "://" not in uri:
+        return Location(pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve()), uri)
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ResultsError(f"cannot open storage {uri!r}: {exc}") from None
+    return Location(fs, path.rstrip("/"), uri)
+
+
+def sweep_location(storage: str | Path, sweep: str,
+                   filesystem: pafs.FileSystem | None = None) -> Location:
+    return resolve(storage, filesystem).join(sweep)
+
+
+def _is_local(fs: pafs.FileSystem) -> bool:
+    if isinstance(fs, pafs.SubTreeFileSystem):
+        return _is_local(fs.base_fs)
+    return isinstance(fs, pafs.LocalFileSystem)
+
+
+def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` so that readers never see a partial file."""
+    parent = posixpath.dirname(path)
+    fs.create_dir(parent, recursive=True)
+    if not _is_local(fs):
+        pq.write_table(table, path, filesystem=fs)
+        return
+    # Dot-prefixed temp name: dataset discovery ignores it if we crash here.
+    tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, filesystem=fs)
+        fs.move(tmp, path)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except (FileNotFoundError, OSError):
+            pass
+        raise
+
+
+def read_sweep_json(sweep: Location) -> dict:
+    """The orchestrator's ``sweep.json`` ({} when absent or unreadable)."""
+    try:
+        with sweep.fs.open_input_stream(posixpath.join(sweep.path, "sweep.json")) as f:
+            return json.loads(f.readall().decode())
+    except (FileNotFoundError, OSError, ValueError):
+        return {}
+
+
+def list_files(loc: Location) -> list[pafs.FileInfo]:
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    except OSError as exc:
+        raise ResultsError(f"cannot list {loc.uri!r}: {exc}") from None
+    return sorted(infos, key=lambda i: i.base_name)
+
+
+def _is_sweep(loc: Location) -> bool:
+    return loc.join("results").is_dir() or loc.join("sweep.json").exists()
+
+
+def list_sweeps(storage: str | Path, filesystem: pafs.FileSystem | None = None) -> list[str]:
+    """Names of the sweeps (folders with ``sweep.json`` or ``results/``) in storage."""
+    root = resolve(storage, filesystem)
+    return [i.base_name for i in list_files(root)
+            if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_"))
+            and _is_sweep(root.join(i.base_name))]
+
+
+def resolve_sweeps(storage: str | Path, names: Sequence[str],
+                   filesystem: pafs.FileSystem | None = None) -> list[Location]:
+    """Sweep folders for ``names`` in ``storage``; unknown names list the sweeps found."""
+    root = resolve(storage, filesystem)
+    out = []
+    for name in names:
+        loc = root.join(name)
+        if not name or "/" in name or not _is_sweep(loc):
+            found = list_sweeps(storage, filesystem) if root.is_dir() else []
+            raise ResultsError(f"unknown sweep {name!r} in storage {root.uri!r}; sweeps found: "
+                               f"{', '.join(found) or 'none'}")
+        out.append(loc)
+    return out
+
+
+def sweep_dirs(entry: str | Path | Location,
+                filesystem: pafs.FileSystem | None) -> list[Location]:
+    """An entry is a sweep folder, or a storage root meaning all its sweeps."""
+    loc = entry if isinstance(entry, Location) else resolve(entry, filesystem)
+    if _is_sweep(loc):
+        return [loc]
+    if not loc.is_dir():
+        raise ResultsError(f"no such sweep or storage folder: {loc.uri!r}")
+    return [loc.join(i.base_name) for i in list_files(loc)
+            if i.type == pafs.FileType.Directory and _is_sweep(loc.join(i.base_name))]
