@@ -166,8 +166,9 @@ def test_bp_conversion_is_bit_identical_and_others_differ(mode):
     torch.manual_seed(1)
     b = _train(bio, 3)
     if mode == "bp":
-        assert not is_bio(bio) and all(type(m) in (nn.Linear, nn.Conv2d)
-                                       for m in _weights(bio).values())
+        assert not is_bio(bio)
+        assert all(type(m) in (nn.Linear, nn.Conv2d) for m in bio.modules()
+                   if isinstance(m, (nn.Linear, nn.Conv2d)))
         assert a == b
         for p, q in zip(plain.parameters(), bio.parameters()):
             assert torch.equal(p, q)
@@ -247,7 +248,7 @@ def test_feedback_is_a_buffer_not_a_parameter(mode):
     assert not any("feedback" in n for n, _ in model.named_parameters())
     new_keys = set(model.state_dict()) - keys
     assert keys <= set(model.state_dict())  # weight/bias keys unchanged
-    stored = MODES.get(mode).draw_buffer is not MODES.get("bp").draw_buffer
+    stored = mode in ("fa", "frsf", "dfa")  # usf, brsf compute B from W
     assert any(k.endswith(".feedback") for k in new_keys) == stored
     assert all(k.endswith((".feedback", "._extra_state")) for k in new_keys)
 
@@ -272,9 +273,8 @@ def test_seeds_reproduce_feedback(mode):
     a, b, c = fb(0), fb(0), fb(1)
     assert a and all(torch.equal(a[k], b[k]) for k in a)
     assert all(not torch.equal(a[k], c[k]) for k in a)
-    first = [v for v in a.values() if v.shape == a["head.feedback"].shape]
-    assert len({tuple(v.flatten()[:3].tolist()) for v in a.values()}) == len(a)  # per-layer B
-    assert first
+    # every layer draws its own B (seed derived from its name)
+    assert len({tuple(v.flatten()[:3].tolist()) for v in a.values()}) == len(a)
 
 
 @pytest.mark.parametrize("mode", BIO)

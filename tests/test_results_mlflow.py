@@ -82,10 +82,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_local(server_proc):
-    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
-    yield
-    ray.shutdown()
+def ray_local(server_proc, ray_local):
+    """The session's local Ray (conftest), started after the MLflow server."""
+    yield ray_local
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,7 @@ FIELD_LIST = "choose from exp, db, loss, nbits, trf, arch, seed, bs, mode"
     ({"gird": {"nbits": [16]}}, "bad.yaml: gird: unknown top-level key; choose from "
                                 "description, fixed, grid, overrides, exclude, seeds, repeats"),
     ({"grid": {"modes": ["fa"]}}, f"bad.yaml: grid.modes: unknown field; {FIELD_LIST}"),
-    ({"fixed": {"nbits": "many"}}, "bad.yaml: fixed.nbits: bad -nbits 'many'; allowed: a int"),
+    ({"fixed": {"nbits": "many"}}, "bad.yaml: fixed.nbits: bad -nbits 'many'; allowed: an integer"),
     ({"fixed": {"no_cube": "maybe"}}, "bad.yaml: fixed.no_cube: bad -no_cube 'maybe'; "
                                       "allowed: true/false"),
     ({"fixed": {"nbits": [16, 32]}}, "bad.yaml: fixed.nbits: expected a single value"),

@@ -94,9 +94,11 @@ def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Te
     # Row chunks of B (only one lives at a time), accumulated in >= float32.
     acc = torch.promote_types(g.dtype, torch.float32)
     g2 = g.reshape(-1, g.shape[-1]).to(acc)  # (N*, out)
+    scratch = weight.new_empty(chunks[0].stop - chunks[0].start, weight.shape[1])
     gx = None
     for rows in chunks:
-        part = fb.matrix(weight, rows).to(acc)  # (rows, in)
+        n = rows.stop - rows.start
+        part = fb.matrix(weight, rows, out=scratch[:n]).to(acc)  # (rows, in)
         gx = g2[:, rows].mm(part) if gx is None else gx.addmm_(g2[:, rows], part)
     return gx.view(*g.shape[:-1], weight.shape[1]).to(x.dtype)
 

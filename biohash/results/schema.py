@@ -125,6 +125,10 @@ def trial_row(sweep: str, cfg: TrialConfig, final: Mapping[str, Any], *, code_ve
     Values absent from the report are null; an unknown status string is kept
     as reported (analysis treats anything but ``error`` as having metrics).
     """
+    if finished_at is None and final.get("finished_at"):
+        # The trainable stamps its final report once; a re-delivered report
+        # (a resumed sweep) then rewrites the very same row.
+        finished_at = datetime.fromisoformat(str(final["finished_at"]))
     row = _base(sweep, cfg, code_version, finished_at)
     row.update(status=str(final.get("status", "finished")), error=None,
                best_epoch=_int(final.get("best_epoch")), epochs_run=_int(final.get("epochs_run")),

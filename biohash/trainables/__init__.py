@@ -12,6 +12,9 @@ Everything else (models, data, metrics) is ordinary library code.
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ RUN_SUBDIR = "models"
 #: trial folder remembers it), so tests exercise Tune's real retry-from-
 #: checkpoint path. Also handy to rehearse a spot-node loss on a cluster.
 CRASH_ONCE = "crash_once"
+#: Name of the final report inside the last checkpoint of a finished trial.
+FINAL_FILE = "final.json"
 
 
 def trial_dirname(trial: Any) -> str:
@@ -81,9 +86,25 @@ def trial_trainable(config: dict[str, Any]) -> None:
         final = run_trial(cfg, run_dir, runtime=runtime, report=report)
     else:
         with checkpoint.as_directory() as resume:
+            done = Path(resume) / FINAL_FILE
+            if done.is_file():
+                # The trial had finished but the driver died before recording
+                # it: deliver the same final report again, rerun nothing.
+                tune.report(json.loads(done.read_text()))
+                return
             final = run_trial(cfg, run_dir, runtime=runtime, report=report, resume=resume)
     if storage:  # where the run directory ends up once Tune syncs the trial's artifacts
         final["run_dir"] = f"{storage.rstrip('/')}/{config['sweep']}/{trial_dir.name}/" \
                            f"{run_dir.relative_to(trial_dir)}"
     final["val_mAP"] = final.get("val/mAP", 0.0)
-    tune.report(final)
+    final["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    _report_final(final)
+
+
+def _report_final(final: dict[str, Any]) -> None:
+    """The final report carries a checkpoint holding only itself (a few KB)."""
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / FINAL_FILE).write_text(json.dumps(final))
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
