@@ -27,17 +27,16 @@ import argparse
 import copy
 import ctypes
 import gc
-import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from biohash.bio import MODES, convert  # noqa: E402
+from biohash.bio import MODES, convert
 
 TIME_TARGET = {"fa": 1.15, "usf": 1.15, "frsf": 1.15, "brsf": 1.30}
 GPU_TIME_TARGET = {"fa": 1.10, "usf": 1.10, "frsf": 1.10, "brsf": 1.30}

@@ -53,7 +53,7 @@ def _raw(n: int, data_root: str, storage: str) -> float:
 def _biohash(n: int, data_root: str, storage: str, mlflow_uri: str) -> float:
     from biohash.orchestrator import SweepOptions, run_sweep
 
-    space = Path(storage) / "bench.yaml"
+    space = Path(storage).parent / "bench.yaml"
     fixed = ", ".join(f"{k}: {v}" for k, v in FIXED.items())
     space.write_text(f"description: overhead benchmark\nfixed: {{{fixed}}}\nrepeats: {n}\n")
     t0 = time.perf_counter()

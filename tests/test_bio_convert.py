@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biohash.bio import (MODES, BioConv2d, BioLinear, alignment_angles, convert,
-                         gradient_alignment, is_bio)
+from biohash.bio import (BioConv2d, BioLinear, alignment_angles, convert, gradient_alignment,
+                         is_bio)
 from biohash.errors import ConfigError
 
 from test_bio import ALL, BIO, TwoPart, _batch, _loss, _train, _weights
@@ -57,7 +57,8 @@ def test_dfa_residual_skip_carries_only_projections():
     gw2 = torch.autograd.grad(y2, model.conv2.weight, model.s.grad)[0]
     torch.testing.assert_close(model.conv2.weight.grad, gw2)
     d1 = proj(model.conv2).expand_as(h1)
-    gw1 = torch.autograd.grad(F.conv2d(x2, model.conv1.weight, padding=1), model.conv1.weight, d1)[0]
+    y1 = F.conv2d(x2, model.conv1.weight, padding=1)
+    gw1 = torch.autograd.grad(y1, model.conv1.weight, d1)[0]
     torch.testing.assert_close(model.conv1.weight.grad, gw1)
 
 
@@ -288,7 +289,7 @@ def test_torchvision_alexnet_converts_and_trains(mode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["usf", "dfa"])
+@pytest.mark.parametrize("mode", BIO)
 def test_torchvision_vgg16_converts_and_trains(mode):
     from torchvision.models import vgg16
 
@@ -309,3 +310,16 @@ def test_timm_hrnet_converts_and_trains(mode):
     assert is_bio(model)
     model.train()
     _one_step(model, torch.randn(2, 3, 64, 64), mode)
+
+
+def test_a_deep_copy_of_a_dfa_model_trains_on_its_own():
+    torch.manual_seed(0)
+    model = convert(TwoPart().eval(), "dfa")
+    twin = copy.deepcopy(model)
+    assert twin._biohash_dfa_tap is not model._biohash_dfa_tap
+    assert twin.head._dfa_tap is twin._biohash_dfa_tap
+    x, y = _batch()
+    _loss(model(x), y).backward()
+    _loss(twin(x), y).backward()
+    for w, w2 in zip(_weights(model).values(), _weights(twin).values()):
+        torch.testing.assert_close(w.grad, w2.grad)

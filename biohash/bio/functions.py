@@ -1,12 +1,13 @@
 """Autograd functions: exact weight/bias gradients, B in the gradient to the input.
 
-Mixed precision: the forward runs under whatever autocast state is active
-(so F.linear/F.conv2d autocast exactly as in backprop). The backward turns
-autocast off and computes in the dtype of the incoming gradient delta,
-casting the saved input and B to it; every gradient is returned in the dtype
-of the tensor it belongs to. This works for any device type (CPU bf16, CUDA
-bf16/fp16), which ``torch.amp.custom_bwd`` (one device type per function)
-does not. Nothing but the input and W (already alive) is saved.
+Mixed precision: under autocast the forward casts the input to the autocast
+dtype and saves that copy -- exactly what backprop's autocast saves -- and
+F.linear/F.conv2d autocast the weight as usual. The backward turns autocast
+off and computes in the dtype of the incoming gradient delta, casting B to
+it; every gradient is returned in the dtype of the tensor it belongs to.
+This works for any device type (CPU bf16, CUDA bf16/fp16), which
+``torch.amp.custom_bwd`` (one device type per function) does not. Nothing
+but that input and W (a Parameter, alive anyway) is saved.
 """
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ def _exact_autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _autocast_input(x: Tensor) -> Tensor:
+    """``x`` in the autocast dtype when autocast is on (what backprop would save)."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type) and x.is_floating_point():
+        return x.to(torch.get_autocast_dtype(device_type))
+    return x
 
 
 def _output_error(fb: Feedback, batch: int, dtype: torch.dtype) -> Tensor:
@@ -60,7 +69,8 @@ class BioLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, fb: Feedback) -> Tensor:
-        ctx.fb = fb
+        ctx.fb, ctx.x_dtype = fb, x.dtype
+        x = _autocast_input(x)
         ctx.save_for_backward(x, weight)
         return F.linear(x, weight, bias)
 
@@ -72,7 +82,7 @@ class BioLinearFunction(torch.autograd.Function):
         gx = gw = gb = None
         with _exact_autocast_off(g.device.type):
             if need_x:
-                gx = _linear_input_grad(g, weight, x, ctx.fb)
+                gx = _linear_input_grad(g, weight, x, ctx.fb).to(ctx.x_dtype)
             if need_w or need_b:
                 g2 = g.reshape(-1, g.shape[-1])  # (N*, out)
                 if need_w:
@@ -85,12 +95,12 @@ class BioLinearFunction(torch.autograd.Function):
 
 def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Tensor:
     if fb.rule.direct:
-        return _direct_input_grad(fb, x.shape, g.dtype, x.dim() - 1).to(x.dtype)
+        return _direct_input_grad(fb, x.shape, g.dtype, x.dim() - 1)
     if fb.rule.stored and fb.buffer.dtype == g.dtype:
-        return g.matmul(fb.buffer).to(x.dtype)  # stored B: no copy at all
+        return g.matmul(fb.buffer)  # stored B: no copy at all
     chunks = row_chunks(weight.shape, weight.device)
     if len(chunks) == 1:
-        return g.matmul(fb.matrix(weight).to(g.dtype)).to(x.dtype)  # (..., in)
+        return g.matmul(fb.matrix(weight).to(g.dtype))  # (..., in)
     # Row chunks of B (only one lives at a time), accumulated in >= float32.
     acc = torch.promote_types(g.dtype, torch.float32)
     g2 = g.reshape(-1, g.shape[-1]).to(acc)  # (N*, out)
@@ -100,7 +110,7 @@ def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Te
         n = rows.stop - rows.start
         part = fb.matrix(weight, rows, out=scratch[:n]).to(acc)  # (rows, in)
         gx = g2[:, rows].mm(part) if gx is None else gx.addmm_(g2[:, rows], part)
-    return gx.view(*g.shape[:-1], weight.shape[1]).to(x.dtype)
+    return gx.view(*g.shape[:-1], weight.shape[1])
 
 
 class BioConv2dFunction(torch.autograd.Function):
@@ -116,6 +126,8 @@ class BioConv2dFunction(torch.autograd.Function):
                 groups: int) -> Tensor:
         ctx.fb = fb
         ctx.conf = (list(stride), list(padding), list(dilation), groups)
+        ctx.x_dtype = x.dtype
+        x = _autocast_input(x)
         ctx.save_for_backward(x, weight)
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
@@ -135,12 +147,12 @@ class BioConv2dFunction(torch.autograd.Function):
             b = fb.matrix(weight) if need_x and not direct else weight
             mask = [need_x and not direct, need_w, need_b]
             if any(mask):
-                gx, gw, gb = torch.ops.aten.convolution_backward(
+                gx, gw, gb = torch.ops.aten.convolution_backward.default(
                     g, x.to(dtype), b.to(dtype), [weight.shape[0]] if need_b else None,
                     stride, padding, dilation, False, [0, 0], groups, mask)
             if need_x and direct:
                 gx = _direct_input_grad(fb, x.shape, dtype, 1)
-            gx = gx.to(x.dtype) if gx is not None else None
+            gx = gx.to(ctx.x_dtype) if gx is not None else None
             gw = gw.to(weight.dtype) if gw is not None else None
             gb = gb.to(weight.dtype) if gb is not None else None
         return gx, gw, gb, None, None, None, None, None

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -103,12 +102,11 @@ class ErrorSlot:
         self.error: Tensor | None = None
 
 
-@dataclass(frozen=True)
-class Feedback:
+class Feedback(NamedTuple):
     """What one forward pass of a bio layer needs in its backward.
 
-    Frozen per call, so a ``brsf`` layer run twice before one backward uses
-    each forward's own B.
+    Immutable and made per call (a tuple: cheap), so a ``brsf`` layer run
+    twice before one backward uses each forward's own B.
     """
 
     rule: "Rule"

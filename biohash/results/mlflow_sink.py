@@ -5,6 +5,10 @@ run, batches each report into one request, keeps non-numeric values as
 tags, and re-attaches to existing runs after a retry or ``Tuner.restore``
 (see ``biohash.results.mlflow_log``).
 
+Logging happens on one background thread fed by a FIFO queue, so a slow
+tracking store (SQLite, a remote server) never holds up the Tune event loop
+that schedules trials; ``on_experiment_end`` drains the queue.
+
 MLflow is a convenience, the Parquet results are the record: when the
 tracking server is unreachable the callback warns once, skips MLflow for a
 while (``retry_after_s``) and the sweep goes on; ``backfill`` (CLI:
@@ -13,6 +17,8 @@ while (``retry_after_s``) and the sweep goes on; ``backfill`` (CLI:
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from typing import Any, Callable, TypeVar
 
@@ -44,6 +50,35 @@ class MlflowSweepCallback(Callback):
         self._down_until: float | None = None
         self._warned = False
         self._final: set[str] = set()  # trial_ids whose final report arrived in this driver
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into its experiment state: keep the settings,
+        # drop the connection and the worker thread (rebuilt on first use).
+        state = dict(self.__dict__)
+        state.update(_logger=None, _queue=None, _thread=None, _down_until=None)
+        return state
+
+    # ------------------------------------------------------------------ worker
+    def _submit(self, what: str, fn: Callable[[SweepLogger], Any]) -> None:
+        if self._queue is None:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._drain, name="biohash-mlflow", daemon=True)
+            self._thread.start()
+        self._queue.put((what, fn))
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while (item := self._queue.get()) is not None:
+            self._call(*item)
+
+    def _close(self) -> None:
+        """Wait until everything queued has been logged (or given up on)."""
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self._queue = self._thread = None
 
     # -------------------------------------------------------------------- guard
     def _call(self, what: str, fn: Callable[[SweepLogger], T]) -> T | None:
@@ -76,12 +111,12 @@ class MlflowSweepCallback(Callback):
 
     # --------------------------------------------------------------- Tune hooks
     def setup(self, **info: Any) -> None:
-        self._call("the sweep run", lambda lg: lg.parent_id())
+        self._submit("the sweep run", lambda lg: lg.parent_id())
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         cfg = trial_config(trial)
         if cfg is not None:
-            self._call(f"trial {cfg.trial_id}", lambda lg: lg.child(cfg, restart=True))
+            self._submit(f"trial {cfg.trial_id}", lambda lg: lg.child(cfg, restart=True))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -90,27 +125,30 @@ class MlflowSweepCallback(Callback):
             return
         if result.get("phase") == FINAL:
             self._final.add(cfg.trial_id)
-            self._call(f"the final result of trial {cfg.trial_id}",
-                       lambda lg: self._log_final(lg, cfg, result))
+            final = dict(result)  # Tune may reuse the dict after this hook returns
+            self._submit(f"the final result of trial {cfg.trial_id}",
+                         lambda lg: self._log_final(lg, cfg, final))
         elif result.get("epoch") is not None:
-            metrics = epoch_metrics(result)
-            self._call(f"epoch {result['epoch']} of trial {cfg.trial_id}",
-                       lambda lg: lg.log_epoch(cfg, int(result["epoch"]), metrics))
+            metrics, epoch = epoch_metrics(result), int(result["epoch"])
+            self._submit(f"epoch {epoch} of trial {cfg.trial_id}",
+                         lambda lg: lg.log_epoch(cfg, epoch, metrics))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         cfg = trial_config(trial)
         # Ended without a final report: stopped by a scheduler or a stop rule.
         if cfg is not None and cfg.trial_id not in self._final:
-            self._call(f"trial {cfg.trial_id}", lambda lg: lg.mark(cfg, "stopped"))
+            self._submit(f"trial {cfg.trial_id}", lambda lg: lg.mark(cfg, "stopped"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         cfg = trial_config(trial)
         if cfg is not None:
             error = trial_error_text(trial)
-            self._call(f"the error of trial {cfg.trial_id}", lambda lg: lg.mark(cfg, "error", error))
+            self._submit(f"the error of trial {cfg.trial_id}",
+                         lambda lg: lg.mark(cfg, "error", error))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._call("the end of the sweep", lambda lg: lg.end_sweep("FINISHED"))
+        self._submit("the end of the sweep", lambda lg: lg.end_sweep("FINISHED"))
+        self._close()
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
