@@ -9,6 +9,7 @@ atomically, so a crash mid-write leaves the previous file intact.
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import torch
 
 from biohash.utils import atomic_path
 
-__all__ = ["CHECKPOINT_DIR", "LATEST", "BEST", "save", "load", "rng_state", "set_rng_state"]
+__all__ = ["CHECKPOINT_DIR", "LATEST", "BEST", "save", "load", "copy", "rng_state",
+           "set_rng_state"]
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
@@ -29,6 +31,13 @@ def save(path: Path, payload: dict[str, Any]) -> Path:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"format": FORMAT, **payload}, tmp)
     return path
+
+
+def copy(src: Path, dst: Path) -> Path:
+    """Copy a checkpoint file into place atomically (e.g. out of a Tune checkpoint)."""
+    with atomic_path(dst, suffix=".pt") as tmp:
+        shutil.copyfile(src, tmp)
+    return dst
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -208,6 +208,5 @@ def _restore(src: Path, ckpt_dir: Path, ctx: TrialContext, optimizer: torch.opti
     if src.resolve() != ckpt_dir.resolve():  # resuming from a Tune checkpoint copy
         for name in (ckpt.LATEST, ckpt.BEST):
             if (src / name).exists():
-                ckpt.save(ckpt_dir / name, {k: v for k, v in ckpt.load(src / name).items()
-                                            if k != "format"})
+                ckpt.copy(src / name, ckpt_dir / name)
     return TrainState(**payload["state"])
