@@ -37,13 +37,12 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from biohash.config import FROZEN  # the scope pseudo-mode "frozen", defined once (torch-free)
 from biohash.registry import Registry
 
 __all__ = ["MODES", "INITS", "FROZEN", "Rule", "Feedback", "ErrorSlot", "derive_seed",
            "step_seed", "fans", "feedback_std", "row_chunks", "CHUNK_ELEMS", "CHUNK_ELEMS_CPU"]
 
-#: Pseudo-mode of a convert() scope part: parameters frozen, no conversion.
-FROZEN = "frozen"
 #: Largest B chunk (elements) materialised at once for a Linear layer (GPU, CPU).
 CHUNK_ELEMS = 1 << 24
 CHUNK_ELEMS_CPU = 1 << 18  # 1 MiB of float32: fits L2
