@@ -55,6 +55,24 @@ def test_sweep_runs_to_completion_one_result_per_trial(tmp_path, digits_root, ra
         run_sweep(_options(tmp_path, _space(tmp_path), "s1", digits_root))
 
 
+def test_asha_stops_weak_trials_and_every_trial_is_recorded(tmp_path, digits_root, ray_local):
+    space = tmp_path / "asha.yaml"
+    # One config that learns, then two that cannot (lr ~ 0): run one at a time,
+    # the weak ones reach the epoch-2 rung after the good one and are cut.
+    space.write_text(textwrap.dedent("""\
+        fixed: {db: DIGITS, arch: cnn-small, loss: DPSH, nbits: 16, bs: 64, ep: 4, pt: 5,
+                wd: 0.0, weights: none, val_size: 180, val_repeats: 2, optim: sgd}
+        grid: {lr: [1.0e-2, 1.0e-12, 1.0e-13]}
+        """))
+    summary = run_sweep(_options(tmp_path, space, "asha", digits_root, scheduler="asha",
+                                 max_concurrent=1))
+    rows = sorted(_rows(tmp_path / "sweeps", "asha").values(), key=lambda r: -r["lr"])
+    assert len(rows) == 3 and not summary.errors
+    assert [r["status"] for r in rows] == ["finished", "stopped", "stopped"]
+    assert rows[0]["score"] > 0 and rows[0]["epochs_run"] == 4
+    assert all(r["score"] is None and r["epochs_run"] == 2 for r in rows[1:])
+
+
 def test_a_crashed_trial_is_retried_from_its_checkpoint_with_identical_metrics(
         tmp_path, digits_root, ray_local):
     space = _space(tmp_path, modes=("usf",), ep=3)

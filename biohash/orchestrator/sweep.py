@@ -172,9 +172,12 @@ def _tuner(trials, name: str, root, opts: SweepOptions, space_name: str):
                                              space=space_name, storage=root.uri))
     scheduler = None
     if opts.scheduler == "asha":
-        max_t = max(t.ep for t in trials)
+        # max_t one past the last epoch: ASHA stops a trial that reaches max_t,
+        # and a trial that survived every rung must still predict and evaluate.
+        max_t = max(t.ep for t in trials) + 1
         scheduler = tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=max_t,
-                                                  grace_period=min(2, max_t), reduction_factor=3)
+                                                  grace_period=min(2, max_t - 1),
+                                                  reduction_factor=3)
     trainable = tune.with_resources(trial_trainable,
                                     trial_resources(opts.cpus_per_trial, opts.gpus_per_trial))
     return tune.Tuner(

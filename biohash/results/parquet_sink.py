@@ -71,6 +71,13 @@ class ParquetResultsCallback(Callback):
             self._write_error(cfg, trial_error_text(trial))
         self._flush()
 
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Completed without a final report: stopped early by the scheduler.
+        cfg = trial_config(trial)
+        if cfg is not None and cfg.trial_id in self._epochs:
+            self._write_error(cfg, None, status="stopped")
+        self._flush()
+
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._flush()
         loc = self._location()
@@ -97,14 +104,15 @@ class ParquetResultsCallback(Callback):
         row = trial_row(self.sweep, cfg, result, code_version=code_version())
         self._submit(cfg.trial_id, lambda: self._write_pair(cfg, [row], history))
 
-    def _write_error(self, cfg: TrialConfig, error: str | None) -> None:
+    def _write_error(self, cfg: TrialConfig, error: str | None, status: str = "error") -> None:
         history = list(self._epochs.pop(cfg.trial_id, {}).values())
         if self._has_result(cfg.trial_id):
-            log.warning("results: trial %s errored after a finished result was recorded; "
-                        "keeping the finished row", cfg.trial_id)
+            log.warning("results: trial %s ended (%s) after a finished result was recorded; "
+                        "keeping the finished row", cfg.trial_id, status)
             return
         row = error_row(self.sweep, cfg, error, code_version=code_version(),
-                        epochs_run=max((h["epoch"] for h in history), default=None))
+                        epochs_run=max((h["epoch"] for h in history), default=None),
+                        status=status)
         self._submit(cfg.trial_id, lambda: self._write_pair(cfg, [row], history))
 
     def _write_pair(self, cfg: TrialConfig, rows: list[dict], history: list[dict]) -> None:
@@ -115,13 +123,13 @@ class ParquetResultsCallback(Callback):
         write_table(fs, self._path(TRIALS, cfg.trial_id), trials_table(rows))
 
     def _has_result(self, trial_id: str) -> bool:
-        """Whether a non-error row for the trial is already on storage."""
+        """Whether a row with results (not error/stopped) for the trial is on storage."""
         try:
             table = pq.read_table(self._path(TRIALS, trial_id), columns=["status"],
                                   filesystem=self._location().fs)
         except (FileNotFoundError, OSError):
             return False
-        return any(s != "error" for s in table.column("status").to_pylist())
+        return any(s not in ("error", "stopped") for s in table.column("status").to_pylist())
 
     def _submit(self, trial_id: str, write: Callable[[], None]) -> None:
         # A newer write for the same trial replaces a pending older one.

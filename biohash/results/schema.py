@@ -45,7 +45,8 @@ METRICS = ("mAP", "mAP_at_1000", "mAP_at_5000", "mAP_at_h0", "mAP_at_h1", "mAP_a
 FINAL_METRICS = tuple(f"{fold}/{m}" for fold in FOLDS for m in METRICS)
 TIMES = ("time/train_s", "time/predict_s", "time/eval_s", "time/total_s")
 #: Trial outcomes: the trainable's three plus ``error`` (Tune reported an exception).
-STATUSES = ("finished", "early_stopped", "diverged", "error")
+#: "stopped": ended by the scheduler (ASHA) before its final evaluation: no metrics.
+STATUSES = ("finished", "early_stopped", "diverged", "stopped", "error")
 
 _ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
 
@@ -140,10 +141,11 @@ def trial_row(sweep: str, cfg: TrialConfig, final: Mapping[str, Any], *, code_ve
 
 
 def error_row(sweep: str, cfg: TrialConfig, error: str | None, *, code_version: str,
-              epochs_run: int | None = None, finished_at: datetime | None = None) -> dict[str, Any]:
-    """The row of a trial that raised: status ``error``, metrics null."""
+              epochs_run: int | None = None, finished_at: datetime | None = None,
+              status: str = "error") -> dict[str, Any]:
+    """The row of a trial without a final report (``error`` or ``stopped``): metrics null."""
     row = _base(sweep, cfg, code_version, finished_at)
-    row.update(status="error", error=(error or "")[-2000:] or None, epochs_run=epochs_run)
+    row.update(status=status, error=(error or "")[-2000:] or None, epochs_run=epochs_run)
     return row
 
 
