@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from biohash.bio import MODES, BioConv2d, BioLinear, convert, is_bio
-from biohash.bio.rules import CHUNK_ELEMS_CPU, row_chunks
+from biohash.bio.rules import CHUNK_ELEMS_CPU, weight_chunks
 from biohash.errors import ConfigError
 
 ALL = MODES.names()
@@ -96,11 +96,11 @@ def test_linear_input_grad_is_delta_B_and_weight_grads_exact(mode, shape):
 
 
 @pytest.mark.parametrize("mode", ["fa", "usf", "frsf", "brsf"])
-def test_large_linear_uses_row_chunks_and_stays_exact(mode):
-    layer = BioLinear(1024, 512, mode=mode, seed=1)
-    assert len(row_chunks(layer.weight.shape, layer.weight.device)) > 1
+def test_large_linear_uses_column_blocks_and_stays_exact(mode):
+    layer = BioLinear(1030, 512, mode=mode, seed=1)  # 1030: a ragged last block
+    assert len(weight_chunks(layer.weight.shape, layer.weight.device)) > 1
     assert layer.weight.numel() > CHUNK_ELEMS_CPU
-    x = torch.randn(4, 1024, requires_grad=True)
+    x = torch.randn(4, 1030, requires_grad=True)
     delta = torch.randn(4, 512)
     layer(x).backward(delta)
     torch.testing.assert_close(x.grad, delta @ layer.feedback_matrix(), rtol=1e-5, atol=1e-5)

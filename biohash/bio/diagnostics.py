@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from biohash.bio.layers import BioLayer
-from biohash.bio.rules import Feedback, row_chunks, step_seed
+from biohash.bio.rules import Feedback, step_seed, weight_chunks
 
 __all__ = ["alignment_angles", "gradient_alignment"]
 
@@ -47,9 +47,9 @@ def alignment_angles(model: nn.Module) -> dict[str, float]:
         fb = Feedback(layer._rule, layer._buffers.get("feedback"), layer.feedback_std,
                       step_seed(layer.feedback_seed, layer._draws))
         dot = nb = nw = 0.0
-        for rows in row_chunks(layer.weight.shape, layer.weight.device):
-            b = fb.matrix(layer.weight, rows).double()
-            w = layer.weight[rows].double()
+        for part in weight_chunks(layer.weight.shape, layer.weight.device):
+            b = fb.matrix(layer.weight, part).double()
+            w = layer.weight[part].double()
             dot += float((b * w).sum())
             nb += float((b * b).sum())
             nw += float((w * w).sum())

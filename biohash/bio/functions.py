@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from biohash.bio.rules import ErrorSlot, Feedback, row_chunks
+from biohash.bio.rules import ErrorSlot, Feedback, weight_chunks
 from biohash.errors import ConfigError
 
 __all__ = ["BioLinearFunction", "BioConv2dFunction", "CaptureOutputError"]
@@ -98,18 +98,20 @@ def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Te
         return _direct_input_grad(fb, x.shape, g.dtype, x.dim() - 1)
     if fb.rule.stored and fb.buffer.dtype == g.dtype:
         return g.matmul(fb.buffer)  # stored B: no copy at all
-    chunks = row_chunks(weight.shape, weight.device)
+    chunks = weight_chunks(weight.shape, weight.device)
     if len(chunks) == 1:
         return g.matmul(fb.matrix(weight).to(g.dtype))  # (..., in)
-    # Row chunks of B (only one lives at a time), accumulated in >= float32.
+    # Column blocks of B (one lives at a time, in cache), each product writing
+    # its own columns of the input gradient; accumulated in >= float32.
     acc = torch.promote_types(g.dtype, torch.float32)
     g2 = g.reshape(-1, g.shape[-1]).to(acc)  # (N*, out)
-    scratch = weight.new_empty(chunks[0].stop - chunks[0].start, weight.shape[1])
-    gx = None
-    for rows in chunks:
-        n = rows.stop - rows.start
-        part = fb.matrix(weight, rows, out=scratch[:n]).to(acc)  # (rows, in)
-        gx = g2[:, rows].mm(part) if gx is None else gx.addmm_(g2[:, rows], part)
+    gx = g2.new_empty(g2.shape[0], weight.shape[1])  # (N*, in)
+    width = chunks[0][1].stop - chunks[0][1].start
+    scratch = weight.new_empty(weight.shape[0], width)
+    for part in chunks:
+        cols = part[1]
+        block = fb.matrix(weight, part, out=scratch[:, :cols.stop - cols.start]).to(acc)  # (out, n)
+        torch.mm(g2, block, out=gx[:, cols])
     return gx.view(*g.shape[:-1], weight.shape[1])
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from biohash.bio.functions import BioConv2dFunction, BioLinearFunction
-from biohash.bio.rules import (INITS, MODES, Feedback, Rule, row_chunks, fans,
+from biohash.bio.rules import (INITS, MODES, Feedback, Rule, weight_chunks, fans,
                                feedback_std, step_seed)
 from biohash.errors import ConfigError
 
@@ -98,9 +98,9 @@ class BioLayer:
                       step_seed(self.feedback_seed, self._draws))
         if self._rule.direct:
             return fb.buffer.clone()
-        chunks = row_chunks(self.weight.shape, self.weight.device)
-        parts = [fb.matrix(self.weight, rows) for rows in chunks]
-        return torch.cat(parts, dim=0) if len(parts) > 1 else parts[0].clone()
+        chunks = weight_chunks(self.weight.shape, self.weight.device)
+        parts = [fb.matrix(self.weight, part) for part in chunks]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0].clone()
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"mode": self.mode, "init": self.init, "seed": self.feedback_seed,
