@@ -279,24 +279,14 @@ def _one_step(model, x, mode):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", BIO)
-def test_torchvision_alexnet_converts_and_trains(mode):
-    from torchvision.models import alexnet
+@pytest.mark.parametrize("name, n_layers, side", [("alexnet", 8, 64), ("vgg16", 16, 32)])
+def test_torchvision_models_convert_and_train(name, n_layers, side, mode):
+    import torchvision
 
     torch.manual_seed(0)
-    model = convert(alexnet(weights=None, num_classes=10), mode)
-    assert sum(isinstance(m, (BioConv2d, BioLinear)) for m in model.modules()) == 8
-    _one_step(model, torch.randn(2, 3, 64, 64), mode)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", BIO)
-def test_torchvision_vgg16_converts_and_trains(mode):
-    from torchvision.models import vgg16
-
-    torch.manual_seed(0)
-    model = convert(vgg16(weights=None, num_classes=10), mode)
-    assert sum(isinstance(m, (BioConv2d, BioLinear)) for m in model.modules()) == 16
-    _one_step(model, torch.randn(2, 3, 32, 32), mode)
+    model = convert(getattr(torchvision.models, name)(weights=None, num_classes=10), mode)
+    assert sum(isinstance(m, (BioConv2d, BioLinear)) for m in model.modules()) == n_layers
+    _one_step(model, torch.randn(2, 3, side, side), mode)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Sweeps on a real local Ray: completion, retry from checkpoint, driver kill + resume, bad input."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -49,6 +50,12 @@ def test_sweep_runs_to_completion_one_result_per_trial(tmp_path, digits_root, ra
     rows = _rows(tmp_path / "sweeps", "s1")
     assert len(rows) == 2 and {r["mode"] for r in rows.values()} == {"fa", "bp"}
     assert all(r["status"] == "finished" and r["score"] > 0 for r in rows.values())
+    for row in rows.values():  # the run directory, old names and files, lands in storage
+        run_dir = Path(row["run_dir"])
+        assert run_dir.is_relative_to(tmp_path / "sweeps" / "s1") and run_dir.name.startswith("-loss=")
+        assert json.loads((run_dir / "query-prediction_mAP.json").read_text())["score"] == \
+            pytest.approx(row["score"])
+        assert (run_dir / "database-codes.npy").is_file()
     status = sweep_status("s1", storage=str(tmp_path / "sweeps"))
     assert status["counts"] == {"finished": 2, "pending": 0}
     with pytest.raises(SweepError, match="already exists"):

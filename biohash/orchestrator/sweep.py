@@ -191,7 +191,6 @@ def _tuner(trials, name: str, root, opts: SweepOptions, space_name: str):
             name=name, storage_path=root.path, storage_filesystem=root.fs, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            sync_config=tune.SyncConfig(sync_artifacts=True),
             progress_reporter=_reporter(), verbose=opts.verbose),
     )
 

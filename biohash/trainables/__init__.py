@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["trial_trainable", "trial_dirname", "trial_name", "RUN_SUBDIR", "CRASH_ONCE"]
+__all__ = ["trial_trainable", "trial_dirname", "trial_name", "upload_run_dir", "RUN_SUBDIR",
+           "CRASH_ONCE", "FINAL_FILE"]
 
 #: Run directories live under ``<trial dir>/models/...`` (old-workflow names).
 RUN_SUBDIR = "models"
@@ -93,12 +94,35 @@ def trial_trainable(config: dict[str, Any]) -> None:
                 tune.report(json.loads(done.read_text()))
                 return
             final = run_trial(cfg, run_dir, runtime=runtime, report=report, resume=resume)
-    if storage:  # where the run directory ends up once Tune syncs the trial's artifacts
-        final["run_dir"] = f"{storage.rstrip('/')}/{config['sweep']}/{trial_dir.name}/" \
-                           f"{run_dir.relative_to(trial_dir)}"
+    if storage:
+        final["run_dir"] = upload_run_dir(run_dir, storage, config["sweep"], trial_dir)
     final["val_mAP"] = final.get("val/mAP", 0.0)
     final["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     _report_final(final)
+
+
+def upload_run_dir(run_dir: Path, storage: str, sweep: str, trial_dir: Path) -> str:
+    """Copy a finished run directory (not its checkpoints) next to the trial's
+    Tune folder in storage; returns where it is.
+
+    Done once, after evaluate, by the trial itself rather than by Tune's
+    background artifact sync: that sync copies the folder while the trial is
+    still writing (atomic temp files come and go) and then fails the trial.
+    Checkpoints already reach storage through ``tune.report``.
+    """
+    from pyarrow import fs as pafs
+
+    from biohash.pipeline.checkpoint import CHECKPOINT_DIR
+    from biohash.results.store import resolve
+
+    dest = resolve(storage).join(sweep, trial_dir.name, *run_dir.relative_to(trial_dir).parts)
+    dest.fs.create_dir(dest.path, recursive=True)
+    local = pafs.LocalFileSystem()
+    for path in sorted(run_dir.iterdir()):
+        if path.is_file() and path.name != CHECKPOINT_DIR and not path.name.startswith("."):
+            pafs.copy_files(str(path), dest.join(path.name).path, source_filesystem=local,
+                            destination_filesystem=dest.fs)
+    return dest.uri
 
 
 def _report_final(final: dict[str, Any]) -> None:
