@@ -7,7 +7,8 @@ embedded 2-CPU Ray, in the same process, one after the other:
 - raw: a plain function trainable calling ``run_trial`` and reporting its
   final metrics, ``reuse_actors=True``, no callbacks, no checkpoints;
 - biohash: ``biohash sweep run`` (``run_sweep``) with everything on:
-  per-epoch checkpoints, artifact sync, the Parquet sink and the MLflow sink
+  per-epoch checkpoints, the run directory uploaded to storage, the Parquet sink and
+  the MLflow sink
   (SQLite store).
 
 Prints both wall times, the ratio (target <= 1.5) and the per-trial overhead.
