@@ -133,13 +133,24 @@ def train(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = No
                        state.history, state.train_seconds)
 
 
+#: Batches between host syncs that check the running loss for NaN/inf.
+FINITE_CHECK_EVERY = 32
+
+
 def _train_epoch(ctx: TrialContext, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                  fold: Any, epoch: int) -> dict[str, float] | None:
-    """One pass over the train fold; mean loss parts, or None if a loss was not finite."""
+    """One pass over the train fold; mean loss parts, or None if a loss was not finite.
+
+    Loss sums stay on the device and are checked every ``FINITE_CHECK_EVERY``
+    batches: a per-batch ``.item()`` would stall a GPU on every step. A
+    non-finite step in between poisons the weights, which the epoch-end
+    weight check reports as divergence all the same.
+    """
     ctx.model.train()
     ctx.loss_fn.train()
     drop_last = len(fold) >= 2 * ctx.cfg.bs  # a trailing batch of 1 has no pairs
-    sums: dict[str, float] = {}
+    names: list[str] = []
+    sums: torch.Tensor | None = None
     batches = 0
     for x, y, _ in ctx.loader(fold, shuffle=True, epoch=epoch, drop_last=drop_last):
         if y.shape[0] < 2:
@@ -147,17 +158,23 @@ def _train_epoch(ctx: TrialContext, optimizer: torch.optim.Optimizer, scaler: to
         with ctx.autocast():
             u = ctx.model(x)
         out = ctx.loss_fn(u.float(), y)
-        if not torch.isfinite(out.total):
-            return None
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(out.total).backward()
         scaler.step(optimizer)
         scaler.update()
+        step = torch.stack([out.total.detach(), *(v.detach() for v in out.parts.values())])
+        if sums is None:
+            names, sums = ["loss", *out.parts], step.float()
+        else:
+            sums += step
         batches += 1
-        sums["loss"] = sums.get("loss", 0.0) + out.total.item()
-        for name, value in out.parts.items():
-            sums[name] = sums.get(name, 0.0) + float(value)
-    return {k: v / max(batches, 1) for k, v in sums.items()}
+        if batches % FINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(sums).all()):
+            return None
+    if sums is None:
+        return {}
+    if not bool(torch.isfinite(sums).all()):
+        return None
+    return dict(zip(names, (sums / batches).tolist()))
 
 
 def _val_subset(n: int, size: int, seed: int) -> np.ndarray:
