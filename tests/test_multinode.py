@@ -156,6 +156,7 @@ def test_sweep_spans_both_nodes_and_survives_losing_the_worker(digits_root, tmp_
                  str(_space(tmp_path)), "--name", sweep, "--storage", str(storage),
                  "--address", cluster.address, "--data-root", data_root,
                  "--mlflow-uri", mlflow_uri, "--cpus-per-trial", "1", "--max-failures", "3",
+                 "--checkpoint-interval", "0",
                  "--tune-verbose", "0"],
                 stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
                 env={**cluster.env, "PYTHONUNBUFFERED": "1"})

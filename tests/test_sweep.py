@@ -88,7 +88,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_with_identical_metrics(
                                    "weights": "none", "val_size": 200, "val_repeats": 2,
                                    "mode": "usf"})
     run_sweep(_options(tmp_path, space, "clean", digits_root))
-    crashed = run_sweep(_options(tmp_path, space, "crashy", digits_root,
+    crashed = run_sweep(_options(tmp_path, space, "crashy", digits_root, checkpoint_interval=0,
                                  extra_runtime={CRASH_ONCE: f"{trial.trial_id}:2"}))
     assert crashed.counts == {"finished": 1}
     clean, retried = _rows(tmp_path / "sweeps", "clean"), _rows(tmp_path / "sweeps", "crashy")

@@ -28,7 +28,8 @@ def _options(args: argparse.Namespace):
         space=args.space, name=args.name, storage=args.storage, address=args.address,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, scheduler=args.scheduler,
-        max_failures=args.max_failures, data_root=args.data_root, mlflow_uri=args.mlflow_uri,
+        max_failures=args.max_failures, checkpoint_interval=args.checkpoint_interval,
+        data_root=args.data_root, mlflow_uri=args.mlflow_uri,
         num_cpus=args.num_cpus, verbose=args.tune_verbose)
 
 
@@ -118,6 +119,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent", type=int, default=None)
     p.add_argument("--scheduler", default="fifo", help="fifo or asha (stops weak trials early)")
     p.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its checkpoint")
+    p.add_argument("--checkpoint-interval", type=float, default=300.0,
+                   help="least seconds between checkpoints sent to storage (0 = every epoch); "
+                        "a retried trial repeats at most this much work")
     p.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                    help="MLflow tracking URI (default: sqlite:///./mlflow.db; '' = off)")
     p.add_argument("--resume", action="store_true", help="if --name exists, resume it instead")

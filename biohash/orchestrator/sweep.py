@@ -48,6 +48,7 @@ class SweepOptions:
     max_concurrent: int | None = None
     scheduler: str = "fifo"
     max_failures: int = 2
+    checkpoint_interval: float = 300.0  # seconds between checkpoints sent to storage; 0 = every epoch
     data_root: str = "data"
     mlflow_uri: str | None = None   # None -> default_mlflow_uri(); "" -> no MLflow
     num_cpus: int | None = None     # embedded Ray only
@@ -66,6 +67,9 @@ class SweepOptions:
             raise SweepError(f"bad --gpus-per-trial {self.gpus_per_trial!r}; above 1 it must be whole")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise SweepError(f"bad --max-concurrent {self.max_concurrent!r}; allowed: an integer >= 1")
+        if self.checkpoint_interval < 0:
+            raise SweepError(f"bad --checkpoint-interval {self.checkpoint_interval!r}; "
+                             f"allowed: seconds >= 0 (0 = every epoch)")
         if self.max_failures < 0:
             raise SweepError(f"bad --max-failures {self.max_failures!r}; allowed: an integer >= 0")
         if self.name is not None and not _NAME.match(self.name):
@@ -153,7 +157,10 @@ def _param_space(trials, name: str, storage: str, opts: SweepOptions) -> dict[st
     # Trials run with the trial folder as working directory: a relative local
     # data root must be made absolute here, on the driver.
     data_root = opts.data_root if "://" in opts.data_root else os.path.abspath(opts.data_root)
-    runtime = {"data_root": data_root, "storage": storage, **opts.extra_runtime}
+    from biohash.trainables import CHECKPOINT_INTERVAL
+
+    runtime = {"data_root": data_root, "storage": storage,
+               CHECKPOINT_INTERVAL: opts.checkpoint_interval, **opts.extra_runtime}
     return {"trial": tune.grid_search([t.to_dict() for t in trials]), "sweep": name,
             "runtime": runtime}
 

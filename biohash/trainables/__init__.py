@@ -15,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 __all__ = ["trial_trainable", "trial_dirname", "trial_name", "upload_run_dir", "RUN_SUBDIR",
-           "CRASH_ONCE", "FINAL_FILE"]
+           "CRASH_ONCE", "CHECKPOINT_INTERVAL", "FINAL_FILE"]
 
 #: Run directories live under ``<trial dir>/models/...`` (old-workflow names).
 RUN_SUBDIR = "models"
@@ -28,6 +29,8 @@ RUN_SUBDIR = "models"
 #: trial folder remembers it), so tests exercise Tune's real retry-from-
 #: checkpoint path. Also handy to rehearse a spot-node loss on a cluster.
 CRASH_ONCE = "crash_once"
+#: Runtime key: least seconds between two checkpoints sent to storage (0 = every epoch).
+CHECKPOINT_INTERVAL = "checkpoint_interval_s"
 #: Name of the final report inside the last checkpoint of a finished trial.
 FINAL_FILE = "final.json"
 
@@ -72,13 +75,22 @@ def trial_trainable(config: dict[str, Any]) -> None:
     rt = dict(config.get("runtime", {}))
     storage = rt.pop("storage", None)
     crash_spec = rt.pop(CRASH_ONCE, None)
+    interval = float(rt.pop(CHECKPOINT_INTERVAL, 0.0))
     runtime = Runtime(**rt)
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = cfg.run_dir(trial_dir / RUN_SUBDIR)
     crash = _crash_hook(crash_spec, cfg.trial_id, trial_dir)
 
+    last_checkpoint = [-float("inf")]
+
     def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        # A VGG16 checkpoint (weights + Adam state + best weights) is ~2 GB:
+        # uploading it every epoch would cost more than the epoch on a GPU.
+        if time.monotonic() - last_checkpoint[0] >= interval:
+            last_checkpoint[0] = time.monotonic()
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        else:
+            tune.report(metrics)
         if crash is not None:
             crash(metrics)
 
