@@ -32,6 +32,9 @@ __all__ = ["ParquetResultsCallback"]
 
 log = logging.getLogger(__name__)
 
+#: Trials written between two refreshes of the sweep's read snapshot.
+SNAPSHOT_EVERY = 50
+
 
 class ParquetResultsCallback(Callback):
     """Write each trial's result row and history as Parquet under ``<storage>/<sweep>/results``.
@@ -47,6 +50,7 @@ class ParquetResultsCallback(Callback):
         self._loc: Location | None = None
         self._epochs: dict[str, dict[int, dict[str, float]]] = {}  # trial_id -> epoch -> metrics
         self._pending: list[tuple[str, Callable[[], None]]] = []
+        self._written = 0
 
     # ------------------------------------------------------------------ Tune hooks
     def setup(self, **info: Any) -> None:
@@ -80,6 +84,9 @@ class ParquetResultsCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._flush()
+        self._refresh_snapshots()
+
+    def _refresh_snapshots(self) -> None:
         loc = self._location()
         for table in (TRIALS, HISTORY):
             try:  # compact for fast reads; a failure only costs read speed later
@@ -141,6 +148,11 @@ class ParquetResultsCallback(Callback):
         for trial_id, write in self._pending:
             try:
                 write()
+                self._written += 1
+                # Keep the compacted copy fresh during long sweeps too, so that
+                # reading a running or killed sweep never opens every file.
+                if self._written % SNAPSHOT_EVERY == 0:
+                    self._refresh_snapshots()
             except Exception as exc:  # noqa: BLE001 - never abort a sweep over a write
                 log.error("results: could not write the Parquet result of trial %s to %s "
                           "(will retry): %s", trial_id, self._location().uri, exc)
