@@ -114,17 +114,9 @@ def _code_version() -> str:
 
 
 def _write_sweep_json(loc, info: dict[str, Any]) -> None:
-    """``sweep.json`` is small and written once at launch: one atomic put / rename."""
-    from biohash.utils import atomic_write_text
+    from biohash.results.store import write_bytes
 
-    data = json.dumps(info, indent=2, sort_keys=True, default=str)
-    loc.fs.create_dir(loc.path, recursive=True)
-    target = loc.join(SWEEP_FILE)
-    if type(loc.fs).__name__ == "LocalFileSystem":
-        atomic_write_text(target.path, data)
-    else:
-        with loc.fs.open_output_stream(target.path) as fh:
-            fh.write(data.encode())
+    write_bytes(loc.join(SWEEP_FILE), json.dumps(info, indent=2, sort_keys=True, default=str).encode())
 
 
 def _sweep_info(loc) -> dict[str, Any]:

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 from biohash.errors import ResultsError
 from biohash.results.schema import HISTORY_SCHEMA, TRIALS_SCHEMA
 
-__all__ = ["Location", "resolve", "sweep_location", "write_table", "read_sweep_json",
-           "list_sweeps", "resolve_sweeps", "sweep_dirs", "list_files", "TRIALS", "HISTORY",
+__all__ = ["Location", "resolve", "sweep_location", "write_table", "write_bytes",
+           "read_sweep_json", "list_sweeps", "resolve_sweeps", "sweep_dirs", "list_files", "TRIALS", "HISTORY",
            "SCHEMAS"]
 
 TRIALS, HISTORY = "trials", "history"
@@ -101,6 +101,28 @@ def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
     except BaseException:
         try:
             fs.delete_file(tmp)
+        except (FileNotFoundError, OSError):
+            pass
+        raise
+
+
+def write_bytes(loc: Location, data: bytes) -> None:
+    """Write a small file so that readers never see it partial (temp + move
+    locally; a single PUT is atomic on object stores)."""
+    parent = posixpath.dirname(loc.path)
+    loc.fs.create_dir(parent, recursive=True)
+    if not _is_local(loc.fs):
+        with loc.fs.open_output_stream(loc.path) as f:
+            f.write(data)
+        return
+    tmp = posixpath.join(parent, f".{posixpath.basename(loc.path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with loc.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        loc.fs.move(tmp, loc.path)
+    except BaseException:
+        try:
+            loc.fs.delete_file(tmp)
         except (FileNotFoundError, OSError):
             pass
         raise

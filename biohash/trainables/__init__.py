@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ RUN_SUBDIR = "models"
 CRASH_ONCE = "crash_once"
 #: Runtime key: least seconds between two checkpoints sent to storage (0 = every epoch).
 CHECKPOINT_INTERVAL = "checkpoint_interval_s"
-#: Name of the final report inside the last checkpoint of a finished trial.
+#: The final report of a finished trial, stored beside its Tune folder.
 FINAL_FILE = "final.json"
 
 
@@ -70,6 +69,7 @@ def trial_trainable(config: dict[str, Any]) -> None:
     from biohash.config import TrialConfig
     from biohash.pipeline.run import run_trial
     from biohash.pipeline.runtime import Runtime
+    from biohash.results.store import write_bytes
 
     cfg = TrialConfig.from_dict(config["trial"])
     rt = dict(config.get("runtime", {}))
@@ -94,23 +94,35 @@ def trial_trainable(config: dict[str, Any]) -> None:
         if crash is not None:
             crash(metrics)
 
+    done = _final_location(storage, config["sweep"], trial_dir) if storage else None
+    if done is not None and done.exists():
+        # Finished before, but the driver died before Tune recorded it (the
+        # Parquet sink may already hold the row): deliver the very same final
+        # report again (same finished_at), rerun nothing.
+        with done.fs.open_input_stream(done.path) as fh:
+            tune.report(json.loads(fh.read()))
+        return
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         final = run_trial(cfg, run_dir, runtime=runtime, report=report)
     else:
         with checkpoint.as_directory() as resume:
-            done = Path(resume) / FINAL_FILE
-            if done.is_file():
-                # The trial had finished but the driver died before recording
-                # it: deliver the same final report again, rerun nothing.
-                tune.report(json.loads(done.read_text()))
-                return
             final = run_trial(cfg, run_dir, runtime=runtime, report=report, resume=resume)
-    if storage:
-        final["run_dir"] = upload_run_dir(run_dir, storage, config["sweep"], trial_dir)
     final["val_mAP"] = final.get("val/mAP", 0.0)
     final["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    _report_final(final)
+    if done is not None:
+        final["run_dir"] = upload_run_dir(run_dir, storage, config["sweep"], trial_dir)
+        # Durable before it is reported: whatever the driver records next, a
+        # resumed sweep finds this and does not run the trial again.
+        write_bytes(done, json.dumps(final).encode())
+    tune.report(final)
+
+
+def _final_location(storage: str, sweep: str, trial_dir: Path):
+    """``<storage>/<sweep>/<trial folder>/final.json`` (a ``results.store.Location``)."""
+    from biohash.results.store import resolve
+
+    return resolve(storage).join(sweep, trial_dir.name, FINAL_FILE)
 
 
 def upload_run_dir(run_dir: Path, storage: str, sweep: str, trial_dir: Path) -> str:
@@ -135,12 +147,3 @@ def upload_run_dir(run_dir: Path, storage: str, sweep: str, trial_dir: Path) -> 
             pafs.copy_files(str(path), dest.join(path.name).path, source_filesystem=local,
                             destination_filesystem=dest.fs)
     return dest.uri
-
-
-def _report_final(final: dict[str, Any]) -> None:
-    """The final report carries a checkpoint holding only itself (a few KB)."""
-    from ray import tune
-
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / FINAL_FILE).write_text(json.dumps(final))
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
