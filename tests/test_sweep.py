@@ -110,8 +110,11 @@ def test_driver_killed_mid_sweep_resumes_without_losing_or_rerunning(tmp_path, d
     storage = tmp_path / "sweeps"
     space = _space(tmp_path, modes=("bp", "fa", "usf", "frsf"), ep=2)
     common = ["--storage", str(storage), "--data-root", str(digits_root), "--num-cpus", "1"]
+    # One CPU runs the trials one at a time. No --max-concurrent: with it, Tune
+    # creates trials lazily, and a restore of a sweep killed mid-creation can
+    # leave a trial PENDING forever (seen with Ray 2.60).
     proc = _launch(["sweep", "run", "--space", str(space), "--name", "k", "--mlflow-uri", "",
-                    "--max-concurrent", "1", *common], tmp_path / "run.log")
+                    *common], tmp_path / "run.log")
     try:
         deadline = time.time() + 240
         while time.time() < deadline and len(_rows(storage, "k")) < 1:
@@ -122,7 +125,9 @@ def test_driver_killed_mid_sweep_resumes_without_losing_or_rerunning(tmp_path, d
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()
-    resume = _launch(["sweep", "resume", "k", *common], tmp_path / "resume.log")
+    # Two CPUs on resume: with one, Ray Tune 2.60 can leave a restored trial
+    # PENDING while a cached (reusable) actor holds the only CPU.
+    resume = _launch(["sweep", "resume", "k", *common[:-1], "2"], tmp_path / "resume.log")
     assert resume.wait(timeout=400) == 0, (tmp_path / "resume.log").read_text()[-3000:]
     after = _rows(storage, "k")
     assert len(after) == 4
