@@ -21,7 +21,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from biohash.errors import ConfigError
 
@@ -301,8 +301,3 @@ def parse_bio_scope(scope: str, mode: str) -> dict[str, str]:
         seen.add(part)
         out[part] = part_mode
     return out
-
-
-def iter_flag_fields() -> Iterator[dataclasses.Field]:
-    """Fields in CLI order (the old flags first)."""
-    return iter(FIELDS)

@@ -7,6 +7,7 @@ per-epoch early-stopping metric. Keys follow the old h2q JSON files
 NumPy only: importing this package does not import torch.
 """
 from biohash.metrics.retrieval import (
+    REPORTED_METRICS,
     evaluate_retrieval,
     hash_codes,
     headline_key,
@@ -17,4 +18,4 @@ from biohash.metrics.retrieval import (
 from biohash.metrics.validation import validation_map
 
 __all__ = ["retrieval_map", "evaluate_retrieval", "validation_map", "metric_name",
-           "headline_key", "hash_codes", "normalize_features"]
+           "headline_key", "hash_codes", "normalize_features", "REPORTED_METRICS"]

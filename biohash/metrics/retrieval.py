@@ -48,7 +48,7 @@ from biohash.errors import ConfigError, DataError
 from biohash.metrics._ranking import Packing, Prepared, Workspace, prepare, rank_chunk
 
 __all__ = ["retrieval_map", "evaluate_retrieval", "metric_name", "headline_key",
-           "normalize_features", "hash_codes"]
+           "normalize_features", "hash_codes", "KS", "RADII", "PRECISION_KS", "REPORTED_METRICS"]
 
 #: Chunks run on at most this many threads (each with its own workspace).
 _MAX_WORKERS = 4
@@ -85,6 +85,15 @@ def metric_name(key: str) -> str:
         return stem
     return f"{stem}_at_{value}" if kind == "k" else f"{stem}_at_h{value}"
 
+
+
+#: What the pipeline reports: mAP@k, mAP within Hamming radius h, precision@k.
+KS, RADII, PRECISION_KS = (1000, 5000), (0, 1, 2), (100, 1000)
+#: Flat names of ``evaluate_retrieval``'s default keys, in report order
+#: (``mAP``, ``mAP_at_1000`` ... ``P_at_1000``): result columns and MLflow keys.
+REPORTED_METRICS = tuple(metric_name(key) for key in (
+    "mAP", *(f"mAP_at_k={k}" for k in KS), *(f"mAP_at_h={h}" for h in RADII),
+    *(f"P_at_k={k}" for k in PRECISION_KS)))
 
 def headline_key(db: str) -> str:
     """The paper's headline metric (the trial ``score``) for dataset ``db``."""
@@ -231,8 +240,8 @@ def _evaluate(query_features, db_features, query_labels, db_labels, *, full: boo
 
 def evaluate_retrieval(query_features: np.ndarray, db_features: np.ndarray,
                        query_labels: np.ndarray, db_labels: np.ndarray, *,
-                       ks: Sequence[int] = (1000, 5000), radii: Sequence[int] = (0, 1, 2),
-                       precision_ks: Sequence[int] = (100, 1000),
+                       ks: Sequence[int] = KS, radii: Sequence[int] = RADII,
+                       precision_ks: Sequence[int] = PRECISION_KS,
                        memory_budget: int = _DEFAULT_MEMORY_BUDGET) -> dict[str, float]:
     """Every retrieval metric in one pass over query chunks, h2q's JSON keys.
 

@@ -24,14 +24,11 @@ from biohash.pipeline.train import ReportFn, TrainResult, train
 from biohash.utils import atomic_write_json, resolve_device
 
 __all__ = ["STATUS_FILE", "DONE", "read_status", "write_status", "skip_reason", "run_trial",
-           "final_metrics", "FINAL_METRICS"]
+           "final_metrics"]
 
 STATUS_FILE = "status.json"
 #: Train statuses of a run that ended on its own (as opposed to running/failed).
 DONE = ("finished", "early_stopped", "diverged")
-#: Flat (MLflow-safe) names of the final metrics reported per eval fold.
-FINAL_METRICS = ("mAP", "mAP_at_1000", "mAP_at_5000", "mAP_at_h0", "mAP_at_h1", "mAP_at_h2",
-                 "P_at_100", "P_at_1000")
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
@@ -78,7 +75,7 @@ def final_metrics(cfg: TrialConfig, run_dir: Path, result: TrainResult,
                   evals: dict[str, dict] | None, times: dict[str, float],
                   runtime: Runtime) -> dict[str, Any]:
     """The last report of a trial (the contract read by the result sinks)."""
-    from biohash.metrics import metric_name
+    from biohash.metrics import REPORTED_METRICS, metric_name
 
     out: dict[str, Any] = {
         "phase": "final", "trial_id": cfg.trial_id, "status": result.status,
@@ -89,7 +86,7 @@ def final_metrics(cfg: TrialConfig, run_dir: Path, result: TrainResult,
     for fold in EVAL_FOLDS:
         metrics = (evals or {}).get(fold, {})
         flat = {metric_name(k): float(v) for k, v in metrics.items() if k != "score"}
-        for name in FINAL_METRICS:
+        for name in REPORTED_METRICS:
             out[f"{fold}/{name}"] = flat.get(name, 0.0)
     out["score"] = float((evals or {}).get("query", {}).get("score", 0.0))
     out.update({f"time/{k}_s": v for k, v in times.items()})

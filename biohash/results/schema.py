@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 
 from biohash.config import FIELDS, TrialConfig, base_arch
+from biohash.metrics import REPORTED_METRICS
 
 __all__ = [
     "SCHEMA_VERSION", "VERSION_KEY", "FOLDS", "METRICS", "FINAL_METRICS", "TIMES",
@@ -39,8 +40,7 @@ SCHEMA_VERSION = 1
 VERSION_KEY = b"biohash.schema_version"
 
 FOLDS = ("query", "val")
-METRICS = ("mAP", "mAP_at_1000", "mAP_at_5000", "mAP_at_h0", "mAP_at_h1", "mAP_at_h2",
-           "P_at_100", "P_at_1000")
+METRICS = REPORTED_METRICS
 #: ``query/mAP`` ... ``val/P_at_1000``: the final metrics of the contract.
 FINAL_METRICS = tuple(f"{fold}/{m}" for fold in FOLDS for m in METRICS)
 TIMES = ("time/train_s", "time/predict_s", "time/eval_s", "time/total_s")
