@@ -57,8 +57,7 @@ def _print_epoch(metrics: dict, _ckpt: Path) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from biohash.pipeline.run import resume_point, skip_reason, write_status
-    from biohash.pipeline.train import train
+    from biohash.pipeline.run import resume_point, skip_reason, train_in_run_dir
 
     cfg = _config(args)
     run_dir = cfg.run_dir(args.models_dir, args.group)
@@ -66,18 +65,9 @@ def _train(args: argparse.Namespace) -> int:
     if reason:
         print(f"skipping: {reason}")
         return 0
-    runtime = _runtime(args)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir)
-    write_status(run_dir, train="running")
     print(f"run directory: {run_dir}")
-    try:
-        result = train(cfg, run_dir, runtime=runtime, report=_print_epoch,
-                       resume=resume_point(cfg, run_dir))
-    except BaseException:
-        write_status(run_dir, train="failed")
-        raise
-    write_status(run_dir, train=result.status)
+    result = train_in_run_dir(cfg, run_dir, runtime=_runtime(args), report=_print_epoch,
+                              resume=resume_point(cfg, run_dir))
     print(f"{result.status}: best val mAP {result.best_val:.4f} at epoch {result.best_epoch}")
     return 0
 

@@ -23,8 +23,8 @@ from biohash.pipeline.runtime import Runtime
 from biohash.pipeline.train import ReportFn, TrainResult, train
 from biohash.utils import atomic_write_json, resolve_device
 
-__all__ = ["STATUS_FILE", "DONE", "read_status", "write_status", "skip_reason", "run_trial",
-           "final_metrics"]
+__all__ = ["STATUS_FILE", "DONE", "read_status", "write_status", "skip_reason", "resume_point",
+           "train_in_run_dir", "run_trial", "final_metrics"]
 
 STATUS_FILE = "status.json"
 #: Train statuses of a run that ended on its own (as opposed to running/failed).
@@ -94,14 +94,11 @@ def final_metrics(cfg: TrialConfig, run_dir: Path, result: TrainResult,
     return out
 
 
-def run_trial(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = None,
-              report: ReportFn | None = None, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train, predict and evaluate ``cfg`` in ``run_dir``; returns the final metrics.
-
-    A diverged run with no usable checkpoint is not predicted; its metrics are 0.
-    """
-    runtime = runtime or Runtime()
-    run_dir = Path(run_dir)
+def train_in_run_dir(cfg: TrialConfig, run_dir: Path, *, runtime: Runtime,
+                     report: ReportFn | None = None,
+                     resume: str | Path | None = None) -> TrainResult:
+    """Train with the run directory's bookkeeping: ``config.json`` and the
+    train status (running -> its outcome, or failed if anything raised)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir)
     write_status(run_dir, train="running")
@@ -111,6 +108,18 @@ def run_trial(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None 
         write_status(run_dir, train="failed")
         raise
     write_status(run_dir, train=result.status)
+    return result
+
+
+def run_trial(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = None,
+              report: ReportFn | None = None, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train, predict and evaluate ``cfg`` in ``run_dir``; returns the final metrics.
+
+    A diverged run with no usable checkpoint is not predicted; its metrics are 0.
+    """
+    runtime = runtime or Runtime()
+    run_dir = Path(run_dir)
+    result = train_in_run_dir(cfg, run_dir, runtime=runtime, report=report, resume=resume)
     times = {"train": result.train_seconds, "predict": 0.0, "eval": 0.0}
     evals = None
     if (run_dir / ckpt.CHECKPOINT_DIR / ckpt.BEST).is_file():
