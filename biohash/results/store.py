@@ -20,7 +20,7 @@ import posixpath
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -86,17 +86,21 @@ def _is_local(fs: pafs.FileSystem) -> bool:
     return isinstance(fs, pafs.LocalFileSystem)
 
 
-def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` so that readers never see a partial file."""
+def _atomic_write(fs: pafs.FileSystem, path: str, write: Callable[[str], None]) -> None:
+    """Run ``write(target)`` so that readers never see a partial ``path``.
+
+    Locally: a dot-prefixed temp name in the same folder (dataset discovery
+    ignores it if we crash), then a rename. On object stores a single PUT is
+    atomic already, so ``write`` targets ``path`` itself.
+    """
     parent = posixpath.dirname(path)
     fs.create_dir(parent, recursive=True)
     if not _is_local(fs):
-        pq.write_table(table, path, filesystem=fs)
+        write(path)
         return
-    # Dot-prefixed temp name: dataset discovery ignores it if we crash here.
     tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp, filesystem=fs)
+        write(tmp)
         fs.move(tmp, path)
     except BaseException:
         try:
@@ -106,26 +110,18 @@ def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
         raise
 
 
+def write_table(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
+    """Write ``table`` as Parquet to ``path`` atomically (see ``_atomic_write``)."""
+    _atomic_write(fs, path, lambda target: pq.write_table(table, target, filesystem=fs))
+
+
 def write_bytes(loc: Location, data: bytes) -> None:
-    """Write a small file so that readers never see it partial (temp + move
-    locally; a single PUT is atomic on object stores)."""
-    parent = posixpath.dirname(loc.path)
-    loc.fs.create_dir(parent, recursive=True)
-    if not _is_local(loc.fs):
-        with loc.fs.open_output_stream(loc.path) as f:
+    """Write a small file (``sweep.json``, ``final.json``) atomically."""
+    def write(target: str) -> None:
+        with loc.fs.open_output_stream(target) as f:
             f.write(data)
-        return
-    tmp = posixpath.join(parent, f".{posixpath.basename(loc.path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with loc.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        loc.fs.move(tmp, loc.path)
-    except BaseException:
-        try:
-            loc.fs.delete_file(tmp)
-        except (FileNotFoundError, OSError):
-            pass
-        raise
+
+    _atomic_write(loc.fs, loc.path, write)
 
 
 def read_sweep_json(sweep: Location) -> dict:
