@@ -16,11 +16,11 @@ __all__ = ["trial_states"]
 
 
 def _ids_from_dirs(loc: Any) -> set[str]:
+    from biohash.trainables import trial_id_of_dirname
+
     infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
-    # Trial folders are "<db>-<arch>-<trial_id>" (see biohash.trainables.trial_dirname).
-    return {i.base_name.rsplit("-", 1)[-1] for i in infos
-            if i.type == pafs.FileType.Directory and i.base_name not in ("results",)
-            and "-" in i.base_name}
+    ids = (trial_id_of_dirname(i.base_name) for i in infos if i.type == pafs.FileType.Directory)
+    return {tid for tid in ids if tid}
 
 
 def trial_states(loc: Any) -> dict[str, str]:

@@ -133,10 +133,11 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled") if address is None else None
-    # Explicit address="local": never attach by accident to a stale cluster
-    # recorded in /tmp/ray/ray_current_cluster (see the Ray facts).
     if address is None:
+        # An embedded single-user Ray needs no token. Explicit address="local":
+        # never attach by accident to a stale cluster recorded in
+        # /tmp/ray/ray_current_cluster (see the Ray facts).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     else:

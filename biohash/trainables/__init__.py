@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["trial_trainable", "trial_dirname", "trial_name", "upload_run_dir", "RUN_SUBDIR",
-           "CRASH_ONCE", "CHECKPOINT_INTERVAL", "FINAL_FILE"]
+__all__ = ["trial_trainable", "trial_dirname", "trial_id_of_dirname", "trial_name",
+           "upload_run_dir", "RUN_SUBDIR", "CRASH_ONCE", "CHECKPOINT_INTERVAL", "FINAL_FILE"]
 
 #: Run directories live under ``<trial dir>/models/...`` (old-workflow names).
 RUN_SUBDIR = "models"
@@ -40,6 +41,15 @@ def trial_dirname(trial: Any) -> str:
 
     cfg = TrialConfig.from_dict(trial.config["trial"])
     return f"{cfg.db}-{cfg.arch}-{cfg.trial_id}"
+
+
+_DIRNAME = re.compile(r"^.+-([0-9a-f]{12})$")
+
+
+def trial_id_of_dirname(name: str) -> str | None:
+    """The trial id in a ``trial_dirname`` folder name, or None for other folders."""
+    match = _DIRNAME.match(name)
+    return match.group(1) if match else None
 
 
 def trial_name(trial: Any) -> str:
