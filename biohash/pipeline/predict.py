@@ -16,7 +16,7 @@ import numpy as np
 from biohash.config import TrialConfig
 from biohash.errors import ConfigError
 from biohash.pipeline import checkpoint as ckpt
-from biohash.pipeline.runtime import Runtime, forward_features, open_context
+from biohash.pipeline.runtime import Runtime, TrialContext, forward_features, open_context
 from biohash.utils import atomic_path
 
 __all__ = ["FOLDS", "predict", "fold_file"]
@@ -43,8 +43,13 @@ def _save_tsv(path: Path, ids: np.ndarray, features: np.ndarray) -> None:
 
 
 def predict(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = None,
-            folds: tuple[str, ...] = FOLDS, hashes_tsv: bool = False) -> float:
-    """Write features, codes and labels of ``folds``; returns the seconds taken."""
+            folds: tuple[str, ...] = FOLDS, hashes_tsv: bool = False,
+            ctx: TrialContext | None = None) -> float:
+    """Write features, codes and labels of ``folds``; returns the seconds taken.
+
+    ``ctx``: an already opened context of ``cfg`` to reuse (its model gets the
+    best weights loaded).
+    """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     best = run_dir / ckpt.CHECKPOINT_DIR / ckpt.BEST
@@ -54,7 +59,7 @@ def predict(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = 
     for fold in folds:
         if fold not in FOLDS:
             raise ConfigError(f"unknown fold {fold!r}; choose from {', '.join(FOLDS)}")
-    ctx = open_context(cfg, runtime or Runtime())
+    ctx = ctx or open_context(cfg, runtime or Runtime())
     payload = ckpt.load(best, map_location=ctx.device)
     ctx.model.load_state_dict(payload["model"])
     for fold in folds:

@@ -19,7 +19,7 @@ from biohash.config import TrialConfig
 from biohash.pipeline import checkpoint as ckpt
 from biohash.pipeline.evaluate import EVAL_FOLDS, evaluate
 from biohash.pipeline.predict import predict
-from biohash.pipeline.runtime import Runtime
+from biohash.pipeline.runtime import Runtime, TrialContext, open_context
 from biohash.pipeline.train import ReportFn, TrainResult, train
 from biohash.utils import atomic_write_json, resolve_device
 
@@ -95,15 +95,15 @@ def final_metrics(cfg: TrialConfig, run_dir: Path, result: TrainResult,
 
 
 def train_in_run_dir(cfg: TrialConfig, run_dir: Path, *, runtime: Runtime,
-                     report: ReportFn | None = None,
-                     resume: str | Path | None = None) -> TrainResult:
+                     report: ReportFn | None = None, resume: str | Path | None = None,
+                     ctx: TrialContext | None = None) -> TrainResult:
     """Train with the run directory's bookkeeping: ``config.json`` and the
     train status (running -> its outcome, or failed if anything raised)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir)
     write_status(run_dir, train="running")
     try:
-        result = train(cfg, run_dir, runtime=runtime, report=report, resume=resume)
+        result = train(cfg, run_dir, runtime=runtime, report=report, resume=resume, ctx=ctx)
     except BaseException:
         write_status(run_dir, train="failed")
         raise
@@ -119,11 +119,13 @@ def run_trial(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None 
     """
     runtime = runtime or Runtime()
     run_dir = Path(run_dir)
-    result = train_in_run_dir(cfg, run_dir, runtime=runtime, report=report, resume=resume)
+    ctx = open_context(cfg, runtime)  # data, model and loss built once for all phases
+    result = train_in_run_dir(cfg, run_dir, runtime=runtime, report=report, resume=resume,
+                              ctx=ctx)
     times = {"train": result.train_seconds, "predict": 0.0, "eval": 0.0}
     evals = None
     if (run_dir / ckpt.CHECKPOINT_DIR / ckpt.BEST).is_file():
-        times["predict"] = predict(cfg, run_dir, runtime=runtime)
+        times["predict"] = predict(cfg, run_dir, runtime=runtime, ctx=ctx)
         write_status(run_dir, predict="done")
         evals, times["eval"] = evaluate(run_dir)
         write_status(run_dir, eval="done")

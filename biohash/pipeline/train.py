@@ -75,15 +75,19 @@ def build_optimizer(cfg: TrialConfig, model: nn.Module, loss_fn: nn.Module) -> t
 
 
 def train(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = None,
-          report: ReportFn | None = None, resume: str | Path | None = None) -> TrainResult:
+          report: ReportFn | None = None, resume: str | Path | None = None,
+          ctx: TrialContext | None = None) -> TrainResult:
     """Train ``cfg`` into ``run_dir``; resume from a checkpoint folder if given.
+
+    ``ctx``: an already opened context of ``cfg`` (``run_trial`` shares one
+    with predict so data and model are built once per trial).
 
     Writes ``run_dir/checkpoints/{latest,best}.pt``. Stops early after
     ``cfg.pt`` epochs without a better validation mAP, or at the first
     non-finite loss or weights (status ``diverged``, val mAP 0).
     """
     run_dir = Path(run_dir)
-    ctx = open_context(cfg, runtime or Runtime())
+    ctx = ctx or open_context(cfg, runtime or Runtime())
     model, loss_fn = ctx.model, ctx.loss_fn
     optimizer = build_optimizer(cfg, model, loss_fn)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp_dtype == torch.float16)
