@@ -1,9 +1,10 @@
 """Hashing losses (the old ``-loss`` names) and the penalties added to any loss.
 
-``create_loss(name, nbits=..., num_classes=..., penalty=...)`` builds a
-:class:`HashLoss`; ``loss(u, y)`` takes the raw hash-layer output and float
-multi-hot labels and returns ``LossOutput(total, parts)``. Registered:
-DCH, DPSH, HyP2, DSH, DHN, WGLHH, HashNet, CEL (see ``LOSSES.names()``).
+``create_loss(name, nbits=..., num_classes=..., penalty=..., similar_probability=...)``
+builds a :class:`HashLoss`; ``loss(u, y)`` takes the raw hash-layer output and
+float multi-hot labels and returns ``LossOutput(total, parts)``. By default
+every loss computes exactly what h2q computed. Registered: DCH, DPSH, HyP2,
+DSH, DHN, WGLHH, HashNet, CEL, and the opt-in DHN_paper (see ``LOSSES.names()``).
 """
 from biohash.losses.base import (
     LOSSES,
@@ -14,9 +15,9 @@ from biohash.losses.base import (
     l2_quantization,
     similarity,
 )
-from biohash.losses.pairwise import DCH, DHN, DPSH, DSH, WGLHH, HashNet
-from biohash.losses.proxy import CEL, HyP2, separation, separation_bound
+from biohash.losses.pairwise import DCH, DHN, DPSH, DSH, WGLHH, DHN_paper, HashNet
+from biohash.losses.proxy import CEL, HyP2, separation
 
-__all__ = ["LOSSES", "HashLoss", "LossOutput", "create_loss", "separation", "separation_bound",
+__all__ = ["LOSSES", "HashLoss", "LossOutput", "create_loss", "separation",
            "l2_quantization", "hswd_penalty", "similarity",
-           "DSH", "DPSH", "DHN", "DCH", "WGLHH", "HashNet", "HyP2", "CEL"]
+           "DSH", "DPSH", "DHN", "DHN_paper", "DCH", "WGLHH", "HashNet", "HyP2", "CEL"]

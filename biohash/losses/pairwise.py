@@ -1,10 +1,11 @@
-"""Pairwise hashing losses: DSH, DPSH, DHN, DCH, WGLHH, HashNet.
+"""Pairwise hashing losses: DSH, DPSH, DHN (and DHN_paper), DCH, WGLHH, HashNet.
 
-Definitions follow the h2q code base's losses (themselves from the papers and
-DeepHash-pytorch); see each class. Shared conventions: ``z`` (B, nbits) is the
-activated hash output, S = ``similarity(y)``, pair terms are averaged over the
-B·(B-1) ordered pairs i != j (the diagonal is excluded), per-item
-quantization terms are summed over bits and averaged over the batch.
+Each class computes exactly h2q's formula (``src/utils/losses.py`` of the
+arXiv:2311.04207 code base), quoted in its docstring. Shared conventions
+(see ``base.py``): ``z`` (B, nbits) is the activated hash output,
+S = ``similarity(y)``, "mean" is over all B x B pairs with the diagonal
+included, ``mean_b Σ_k`` sums over bits and averages over items, λ is
+``penalty`` and w = S/p + (1-S)/(1-p) with p = ``similar_probability``.
 """
 from __future__ import annotations
 
@@ -14,143 +15,153 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from biohash.losses.base import LOSSES, HashLoss, pair_mask, pair_mean, similarity
+from biohash.losses.base import (
+    LOSSES,
+    HashLoss,
+    cosine,
+    l2_quantization,
+    pair_weights,
+    similarity,
+)
 
-__all__ = ["DSH", "DPSH", "DHN", "DCH", "WGLHH", "HashNet"]
+__all__ = ["DSH", "DPSH", "DHN", "DHN_paper", "DCH", "WGLHH", "HashNet"]
 
 
 def _likelihood(theta: Tensor, s: Tensor) -> Tensor:
-    """Pairwise negative log-likelihood -(s·θ + log σ(-θ)) = log(1 + e^θ) - s·θ, stably."""
-    return F.softplus(theta) - s * theta
+    """mean(-(S·θ + log σ(-θ))): the pairwise negative log-likelihood of DPSH/DHN."""
+    return -(s * theta + F.logsigmoid(-theta)).mean()
 
 
 def _log_cosh(x: Tensor) -> Tensor:
-    """log cosh x without overflow: |x| + log(1 + e^(-2|x|)) - log 2."""
+    """log cosh x, = |x| + log(1 + e^(-2|x|)) - log 2: equal to float rounding,
+    but finite where cosh overflows float32 (|x| > 89, reachable with -no_cube)."""
     x = x.abs()
     return x + F.softplus(-2 * x) - math.log(2.0)
 
 
-def _cosine(a: Tensor, b: Tensor) -> Tensor:
-    """(Ba, Bb) cosine similarities; eps keeps zero vectors finite."""
-    return F.normalize(a, dim=1, eps=1e-12) @ F.normalize(b, dim=1, eps=1e-12).T
-
-
-def _hamming_like(z: Tensor) -> Tensor:
-    """d = nbits·(1 - cos)/2: cosine distance scaled to the Hamming range (B, B)."""
-    return z.shape[1] * (1.0 - _cosine(z, z)) / 2.0
+def _cos_distance(cos: Tensor) -> Tensor:
+    """h2q's DCH ``cosdist``: 1e-5 + (1 - cos)/2 · (1 - 2e-5), in [1e-5, 1 - 1e-5]
+    (keeps log(d/γ) and γ/d finite for identical codes)."""
+    eps = 1e-5
+    return eps + (1 - cos) / 2 * (1 - 2 * eps)
 
 
 @LOSSES.register("DSH")
 class DSH(HashLoss):
     """Deep Supervised Hashing: contrastive loss on squared Euclidean distances.
 
-    main = mean_pairs[ s/2 · d + (1-s)/2 · max(m - d, 0) ], d = ||z_i - z_j||²,
-    m = 2·nbits; quant = λ·mean_b Σ_k |1 - |z||.
+    mean(½·S·D + ½·(1-S)·relu(2·nbits - D)), D_ij = ||z_i - z_j||²;
+    + λ·mean_b Σ_k (1 - |z|).
     """
 
     def terms(self, z: Tensor, y: Tensor) -> dict[str, Tensor]:
         s = similarity(y)
-        sq = z.pow(2).sum(dim=1)
-        d = (sq[:, None] + sq[None, :] - 2 * z @ z.T).clamp(min=0)  # (B, B), no sqrt: no NaN grad
-        margin = 2.0 * self.nbits
-        pairs = 0.5 * s * d + 0.5 * (1 - s) * (margin - d).clamp(min=0)
-        return {"main": pair_mean(pairs, pair_mask(len(z), z.device)),
-                "quant": self.penalty * (1 - z.abs()).abs().sum(dim=1).mean()}
+        # Difference form, not |a|²+|b|²-2ab: exact zeros on the diagonal, as h2q.
+        d = (z[:, None, :] - z[None, :, :]).pow(2).sum(dim=-1)  # (B, B)
+        pairs = 0.5 * s * d + 0.5 * (1 - s) * F.relu(2.0 * self.nbits - d)
+        return {"main": pairs.mean(),
+                "quant": self.penalty * (1 - z.abs()).sum(dim=1).mean()}
 
 
 @LOSSES.register("DPSH")
 class DPSH(HashLoss):
-    """Deep Pairwise-Supervised Hashing: pairwise likelihood on θ = ½ z_i·z_j.
+    """Deep Pairwise-Supervised Hashing on θ = z zᵀ (h2q: no ½, unlike the paper).
 
-    The ½ is the DPSH paper's Θ_ij = ½ U_iᵀU_j (also DeepHash-pytorch's);
-    quant = λ·mean_b Σ_k (z - sign z)².
+    -mean(S·θ + log σ(-θ)) + λ·mean_b Σ_k (z - sign z)².
     """
 
     def terms(self, z: Tensor, y: Tensor) -> dict[str, Tensor]:
-        theta = 0.5 * z @ z.T  # (B, B)
-        main = pair_mean(_likelihood(theta, similarity(y)), pair_mask(len(z), z.device))
-        return {"main": main,
-                "quant": self.penalty * (z - z.detach().sign()).pow(2).sum(dim=1).mean()}
+        theta = z @ z.T  # (B, B)
+        return {"main": _likelihood(theta, similarity(y)),
+                "quant": self.penalty * l2_quantization(z)}
 
 
 @LOSSES.register("DHN")
 class DHN(HashLoss):
-    """Deep Hashing Network: DPSH's likelihood (θ = ½ z_i·z_j) with a smooth
-    quantization term quant = λ·mean_b Σ_k log cosh(|z| - 1).
+    """Deep Hashing Network as h2q computes it: DPSH's pair term (θ = z zᵀ) and
+    λ·mean_b Σ_k (log cosh|z| - 1).
 
-    The reference text writes "log cosh|z| - 1"; read as log(cosh|z|) - 1 its
-    gradient would pull codes to 0, so the DHN paper's (and DeepHash-pytorch's)
-    log cosh(|z| - 1), minimal at |z| = 1, is used.
+    This quantization term is minimal at z = 0 (it pulls codes towards 0);
+    the DHN paper's log cosh(|z| - 1) is the registered loss ``DHN_paper``.
     """
 
+    def quantization(self, z: Tensor) -> Tensor:
+        return (_log_cosh(z) - 1).sum(dim=1).mean()
+
     def terms(self, z: Tensor, y: Tensor) -> dict[str, Tensor]:
-        theta = 0.5 * z @ z.T
-        main = pair_mean(_likelihood(theta, similarity(y)), pair_mask(len(z), z.device))
-        return {"main": main,
-                "quant": self.penalty * _log_cosh(z.abs() - 1).sum(dim=1).mean()}
+        return {"main": _likelihood(z @ z.T, similarity(y)),
+                "quant": self.penalty * self.quantization(z)}
+
+
+@LOSSES.register("DHN_paper")
+class DHN_paper(DHN):  # noqa: N801 - the class is named after its registered loss name
+    """DHN with the paper's quantization λ·mean_b Σ_k log cosh(|z| - 1),
+    minimal at |z| = 1 (opt-in; ``DHN`` reproduces h2q)."""
+
+    def quantization(self, z: Tensor) -> Tensor:
+        return _log_cosh(z.abs() - 1).sum(dim=1).mean()
 
 
 @LOSSES.register("DCH")
 class DCH(HashLoss):
-    """Deep Cauchy Hashing: Cauchy cross-entropy on d = nbits·(1 - cos)/2.
+    """Deep Cauchy Hashing (γ = 10) on d = nbits·cd(z_i, z_j), cd = ``_cos_distance``:
 
-    main = mean_pairs w·[ s·log(1 + d/γ) + (1-s)·log(1 + γ/d) ], γ = 10,
-    w = s/p + (1-s)/(1-p) with p = 0.5 (as in the reference, i.e. w = 2);
-    d is clamped at 1e-6 so identical dissimilar codes stay finite.
-    quant = λ·mean_b log(1 + d(|z|, 1)/γ) (Cauchy quantization).
+    mean(w·(S·log(d/γ) + log(1 + γ/d))) + λ·mean_b log(1 + nbits·cd(|z_b|, 1)/γ).
+
+    For a similar pair the bracket is log(1 + d/γ), for a dissimilar one
+    log(1 + γ/d) (the paper's Cauchy cross-entropy), written as h2q does.
     """
 
+    needs_similar_probability = True
     gamma = 10.0
-    p = 0.5
 
     def terms(self, z: Tensor, y: Tensor) -> dict[str, Tensor]:
         s = similarity(y)
-        d = _hamming_like(z).clamp(min=1e-6)
-        w = s / self.p + (1 - s) / (1 - self.p)
-        pairs = w * (s * torch.log1p(d / self.gamma) + (1 - s) * torch.log1p(self.gamma / d))
-        ones = torch.ones_like(z[:1])
-        d_quant = self.nbits * (1.0 - _cosine(z.abs(), ones)) / 2.0  # (B, 1)
-        return {"main": pair_mean(pairs, pair_mask(len(z), z.device)),
-                "quant": self.penalty * torch.log1p(d_quant / self.gamma).mean()}
+        w = pair_weights(s, self.similar_probability)
+        d = self.nbits * _cos_distance(cosine(z, z))  # (B, B)
+        pairs = w * (s * torch.log(d / self.gamma) + torch.log(1 + self.gamma / d))
+        to_ones = F.cosine_similarity(z.abs(), torch.ones_like(z), dim=1)  # (B,)
+        quant = torch.log(1 + self.nbits * _cos_distance(to_ones) / self.gamma).mean()
+        return {"main": pairs.mean(), "quant": self.penalty * quant}
 
 
 @LOSSES.register("WGLHH")
 class WGLHH(HashLoss):
-    """Weighted Gaussian-Like loss based Hamming Hashing.
+    """Weighted Gaussian-Like loss based Hamming Hashing (α = 0.1), as h2q:
 
-    On d = nbits·(1 - cos)/2, the Gaussian-like similarity p = exp(-α d²),
-    α = 0.1, is fitted to S by a weighted cross-entropy:
-    main = mean_pairs w·-[s·log p + (1-s)·log(1 - p)] with hard-pair weights
-    w = exp(|(1 + cos)/2 - s|) (constants: no gradient through the weights;
-    p is clamped to [1e-6, 1 - 1e-6]); quant = λ·mean_b Σ_k (z - sign z)².
+    c = cos(z_i, z_j), d = nbits·(1 - c)/2, a = exp(|(c + 1)/2 - S|) (not
+    detached: the hard-pair weight is differentiated too), x = α·d², e = e^(-x);
+    mean(w·a·((1-S)·e + S·((1 + e)·log σ(x) - x·e))) + λ·mean_b Σ_k (z - sign z)².
     """
 
+    needs_similar_probability = True
     alpha = 0.1
 
     def terms(self, z: Tensor, y: Tensor) -> dict[str, Tensor]:
         s = similarity(y)
-        cos = _cosine(z, z)
-        d = self.nbits * (1.0 - cos) / 2.0
-        p = torch.exp(-self.alpha * d.pow(2)).clamp(1e-6, 1 - 1e-6)
-        w = torch.exp(((1 + cos) / 2 - s).abs()).detach()
-        pairs = -w * (s * torch.log(p) + (1 - s) * torch.log1p(-p))
-        return {"main": pair_mean(pairs, pair_mask(len(z), z.device)),
-                "quant": self.penalty * (z - z.detach().sign()).pow(2).sum(dim=1).mean()}
+        w = pair_weights(s, self.similar_probability)
+        c = cosine(z, z)  # (B, B)
+        d = self.nbits * (1 - c) / 2
+        a = torch.exp(torch.abs(0.5 * (c + 1) - s))
+        x = self.alpha * d.pow(2)
+        e = torch.exp(-x)
+        pairs = w * a * ((1 - s) * e + s * ((1 + e) * F.logsigmoid(x) - x * e))
+        return {"main": pairs.mean(), "quant": self.penalty * l2_quantization(z)}
 
 
 @LOSSES.register("HashNet")
 class HashNet(HashLoss):
-    """HashNet: weighted pairwise likelihood on α·z_i·z_j, α = 10/nbits, with
-    the continuation activation z = tanh(β·u), β = sqrt(1 + iter // 200).
+    """HashNet: -mean(w·(α·S·θ + log σ(-α·θ))), θ = z zᵀ, α = 10/nbits, with the
+    continuation activation z = tanh(β·u), β = (1 + iter // 200)^0.5.
 
-    ``iter`` counts training-mode forward calls and is a persistent buffer,
-    so a checkpoint (``state_dict``) resumes the schedule. The activation is
-    always the schedule's (``no_cube`` is ignored); ``penalty`` is unused (no
-    λ). Similar and dissimilar pairs are re-weighted to equal total weight:
-    each similar pair by n/n₊, each dissimilar pair by n/n₋.
+    ``iter`` counts training-mode forward calls (h2q's ``batch_iter``) and is
+    a persistent buffer, so a checkpoint (``state_dict``) resumes the
+    schedule. The activation is always the schedule's (h2q forces
+    ``no_cube``); ``penalty`` is unused (no λ).
     """
 
-    step = 200
+    needs_similar_probability = True
+    period = 200
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -158,7 +169,7 @@ class HashNet(HashLoss):
 
     @property
     def beta(self) -> float:
-        return math.sqrt(1 + int(self.iter) // self.step)
+        return (1 + int(self.iter) // self.period) ** 0.5
 
     def activation(self, u: Tensor) -> Tensor:
         z = torch.tanh(self.beta * u)
@@ -168,9 +179,7 @@ class HashNet(HashLoss):
 
     def terms(self, z: Tensor, y: Tensor) -> dict[str, Tensor]:
         s = similarity(y)
-        mask = pair_mask(len(z), z.device).float()
-        n_pos, n_neg = (s * mask).sum(), ((1 - s) * mask).sum()
-        total = n_pos + n_neg
-        w = torch.where(s > 0, total / n_pos.clamp(min=1), total / n_neg.clamp(min=1))
-        loss = _likelihood(10.0 / self.nbits * z @ z.T, s)
-        return {"main": (w * loss * mask).sum() / total}
+        w = pair_weights(s, self.similar_probability)
+        alpha = 10 / self.nbits
+        theta = z @ z.T  # (B, B)
+        return {"main": -(w * (alpha * s * theta + F.logsigmoid(-alpha * theta))).mean()}
