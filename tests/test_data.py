@@ -12,7 +12,7 @@ import torch
 
 import biohash.data as data
 from biohash.data import DATASETS, FOLDS, BatchLoader, open_store
-from biohash.data.store import MANIFEST, store_dir
+from biohash.data.store import MANIFEST, similar_probability, store_dir
 from biohash.errors import ConfigError, DataError
 
 
@@ -179,3 +179,113 @@ def test_cli(tmp_path, capsys):
     assert manifest["format_version"] == 1 and manifest["seed"] == 0
     assert set(manifest["checksums"]) == {f"{f}.{k}.npy" for f in FOLDS
                                           for k in ("images", "labels", "ids")}
+
+
+# ------------------------------------------------------------------ similar-pair probability
+def _brute_force_p(labels: np.ndarray) -> float:
+    """mean of [y_i . y_j > 0] over all ordered pairs, diagonal included, by a double loop."""
+    y = labels.astype(int).tolist()
+    n = len(y)
+    hits = sum(1 for a in y for b in y if sum(u * v for u, v in zip(a, b)) > 0)
+    return hits / (n * n)
+
+
+def test_similar_probability_one_hot_is_exactly_a_tenth():
+    labels = np.eye(10, dtype=np.uint8)[np.repeat(np.arange(10), 500)]  # CIFAR train: 500/class
+    np.random.default_rng(0).shuffle(labels)
+    assert similar_probability(labels) == 0.1
+    # Unbalanced classes: sum_c n_c^2 / N^2.
+    counts = np.array([3, 1, 6])
+    labels = np.eye(3, dtype=np.uint8)[np.repeat(np.arange(3), counts)]
+    assert similar_probability(labels) == pytest.approx((counts ** 2).sum() / 100)
+    with_unlabeled = np.concatenate([labels, np.zeros((4, 3), np.uint8)])
+    assert similar_probability(with_unlabeled) == pytest.approx(_brute_force_p(with_unlabeled))
+
+
+@pytest.mark.parametrize("block_bytes", [1, 1 << 25])
+def test_similar_probability_multi_label_matches_double_loop(block_bytes):
+    rng = np.random.default_rng(1)
+    labels = (rng.random((70, 12)) < 0.12).astype(np.uint8)
+    labels[:5] = 0  # all-zero rows are similar to nothing, not even themselves
+    labels[5:9] = labels[9]  # repeated rows are merged internally
+    expected = _brute_force_p(labels)
+    assert 0 < expected < 1
+    assert similar_probability(labels, block_bytes=block_bytes) == pytest.approx(expected, abs=1e-15)
+    with pytest.raises(DataError, match="non-empty"):
+        similar_probability(np.zeros((0, 3), np.uint8))
+
+
+def test_similar_probability_in_manifest_and_for_old_manifests(tmp_path):
+    store = open_store("DIGITS_ML", tmp_path)
+    p = store.manifest["similar_probability"]
+    y = store.fold("train").labels.astype(np.int64)  # (1200, 10) multi-hot
+    assert p == pytest.approx(((y @ y.T) > 0).mean(), abs=1e-15)
+    assert p == store.similar_probability
+    assert open_store("DIGITS", tmp_path).manifest["similar_probability"] == 0.1  # 90/class
+    # A store processed before the key existed: computed on open, manifest left untouched.
+    path = store.directory / MANIFEST
+    manifest = json.loads(path.read_text())
+    del manifest["similar_probability"]
+    path.write_text(json.dumps(manifest))
+    before = path.read_bytes()
+    old = open_store("DIGITS_ML", tmp_path)
+    assert "similar_probability" not in old.manifest
+    assert old.similar_probability == p and old.similar_probability == p  # cached
+    assert path.read_bytes() == before
+
+
+# ------------------------------------------------------------------ CLI defaults, bad roots
+def test_cli_root_defaults_to_env(tmp_path, monkeypatch, capsys):
+    from biohash.cli import main
+
+    env_root, explicit = tmp_path / "env", tmp_path / "explicit"
+    monkeypatch.setenv("BIOHASH_DATA_ROOT", str(env_root))
+    assert main(["data", "process", "DIGITS"]) == 0
+    assert data.is_processed("DIGITS", env_root)
+    assert "similar-pair probability 0.1," in capsys.readouterr().out
+    assert main(["data", "verify", "DIGITS"]) == 0
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"data root: {env_root}" in out and "DIGITS     processed" in out
+    assert main(["data", "process", "DIGITS", "--root", str(explicit)]) == 0  # --root wins
+    assert data.is_processed("DIGITS", explicit)
+    assert main(["data", "download", "DIGITS"]) == 0
+    assert "nothing to download" in capsys.readouterr().out
+    # push: --root and --to both come from the environment; a URI root is refused early.
+    assert main(["data", "push", "DIGITS", "--root", str(env_root),
+                 "--to", str(tmp_path / "shared")]) == 0
+    monkeypatch.setenv("BIOHASH_DATA_ROOT", (tmp_path / "shared").as_uri())
+    capsys.readouterr()
+    assert main(["data", "list"]) == 0  # reads the remote manifests
+    assert "DIGITS     processed" in capsys.readouterr().out
+    assert main(["data", "process", "DIGITS"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs a local data folder" in err
+    assert "(from $BIOHASH_DATA_ROOT)" in err
+    assert main(["data", "push", "DIGITS", "--to", str(tmp_path / "other")]) == 2
+    assert "push DIGITS needs a local data folder" in capsys.readouterr().err
+
+
+def test_cli_root_is_a_file(tmp_path, capsys):
+    from biohash.cli import main
+
+    file = tmp_path / "not-a-folder"
+    file.write_text("x")
+    for argv in (["data", "process", "DIGITS"], ["data", "process", "CIFAR_10"],
+                 ["data", "download", "DIGITS"], ["data", "verify", "DIGITS"], ["data", "list"]):
+        assert main([*argv, "--root", str(file)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"biohash: error: data root {str(file)!r} is a file, not a folder; " \
+                      "pass --root <folder>"
+    assert main(["data", "process", "MS_COCO", "--variant", "nope", "--root", str(tmp_path)]) == 2
+    assert "unknown MS_COCO variant 'nope'; choose from h2q, clean80" in capsys.readouterr().err
+
+
+def test_missing_message_recipes():
+    imagenet = data.missing_message("ImageNet", "/d")
+    assert "run: biohash data download ImageNet --root /d && biohash data process ImageNet " \
+           "--root /d" in imagenet and "manual download" in imagenet
+    remote = data.missing_message("CIFAR_10", "s3://b/data")
+    assert remote.startswith("dataset CIFAR_10 is not processed under s3://b/data; in a local "
+                             "folder run: biohash data download CIFAR_10 --root data && ")
+    assert remote.endswith("biohash data push CIFAR_10 --root data --to s3://b/data")

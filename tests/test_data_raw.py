@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from biohash.data import DATASETS, FOLDS, open_store, process
 from biohash.data.base import load_image
 from biohash.data.h2q import import_h2q
 from biohash.data.store import MANIFEST, store_dir
-from biohash.errors import DataError
+from biohash.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(0)
 
@@ -132,35 +133,86 @@ def test_resize_crop_matches_torchvision(tmp_path):
 
 
 # ------------------------------------------------------------------ MS-COCO
+COCO_CATS = (1, 2, 4, 7, 90)  # non-contiguous ids, the largest is COCO's 90
+
+
 def _write_coco(raw: Path) -> dict[str, set[int]]:
-    cats = [{"id": i, "name": f"cat{i}"} for i in (1, 2, 4, 7, 90)]  # non-contiguous ids
+    """Fake 2014 release: images listed out of id order, 4 without annotations, one
+    annotated image whose file is missing. Returns file -> category ids."""
+    cats = [{"id": i, "name": f"cat{i}"} for i in COCO_CATS]
     truth = {}
     for part, n in (("train2014", 20), ("val2014", 10)):
         images, anns = [], []
-        for i in range(n):
+        for i in RNG.permutation(n).tolist():
             image_id = (1 if part == "train2014" else 2) * 1000 + i
             file = f"COCO_{part}_{image_id:012d}.jpg"
             images.append({"id": image_id, "file_name": file})
-            _jpeg(raw / part / file, 200, 240)
+            if not (part == "val2014" and i == 5):  # listed but never downloaded
+                _jpeg(raw / part / file, 200, 240)
+            truth[file] = set()
             if i % 7 == 3:
-                continue  # no annotation: dropped
-            chosen = {cats[i % 5]["id"], cats[(i * 3) % 5]["id"]}
-            anns += [{"id": len(anns), "image_id": image_id, "category_id": c} for c in chosen]
-            truth[file] = chosen
+                continue  # no annotation
+            truth[file] = {cats[i % 5]["id"], cats[(i * 3) % 5]["id"]}
+            anns += [{"id": len(anns), "image_id": image_id, "category_id": c}
+                     for c in sorted(truth[file])]
         (raw / "annotations").mkdir(parents=True, exist_ok=True)
         meta = {"images": images, "annotations": anns, "categories": cats[::-1]}
         (raw / "annotations" / f"instances_{part}.json").write_text(json.dumps(meta))
     return truth
 
 
-def test_ms_coco(tmp_path):
+def _h2q_coco_folds(raw: Path, sizes: dict[str, int]) -> dict[str, list[tuple[str, list[int]]]]:
+    """h2q's src/data/process/MS_COCO.py restated: images of train then val in file order
+    (only files that exist), labels at category_id - 1 over max(id) columns, unlabeled
+    images kept; fold tags train/query/val/database shuffled after random.seed(0)."""
+    items = []
+    for part in ("train2014", "val2014"):
+        meta = json.loads((raw / "annotations" / f"instances_{part}.json").read_text())
+        width = max(c["id"] for c in meta["categories"])
+        present = [img for img in meta["images"] if (raw / part / img["file_name"]).exists()]
+        label = {img["id"]: [0] * width for img in present}
+        for ann in meta["annotations"]:
+            if ann["image_id"] in label:
+                label[ann["image_id"]][ann["category_id"] - 1] = 1
+        items += [(img["file_name"], label[img["id"]]) for img in present]
+    tags = (["train"] * sizes["train"] + ["query"] * sizes["query"] + ["val"] * sizes["val"]
+            + ["database"] * (len(items) - sum(sizes.values())))
+    random.seed(0)
+    random.shuffle(tags)
+    return {f: [item for item, tag in zip(items, tags) if tag == f] for f in FOLDS}
+
+
+def test_ms_coco_default_reproduces_h2q_folds(tmp_path):
+    raw = tmp_path / "raw" / "MS_COCO"
+    truth = _write_coco(raw)
+    sizes = {"train": 8, "query": 4, "val": 4}
+    process("MS_COCO", tmp_path, sizes=sizes)
+    store = open_store("MS_COCO", tmp_path)
+    expected = _h2q_coco_folds(raw, sizes)
+    for fold in FOLDS:
+        f = store.fold(fold)
+        assert f.ids.tolist() == [file for file, _ in expected[fold]]
+        assert f.labels.tolist() == [label for _, label in expected[fold]]
+    m = store.manifest
+    assert m["variant"] == "h2q" and store.variant == "h2q"
+    assert m["dropped"] == {"missing": 1, "corrupted": 0}
+    assert m["unlabeled_kept"] == 4 and sum(store.sizes.values()) == len(truth) - 1
+    assert store.num_classes == 90 and store.label_names[89] == "cat90"
+    assert store.label_names[:4] == ["cat1", "cat2", "unused_3", "cat4"]
+    everything = np.concatenate([store.fold(f).labels for f in FOLDS])
+    assert set(np.flatnonzero(everything.any(0))) == {c - 1 for c in COCO_CATS}
+    assert not everything.any(1).all()  # unlabeled images stay, with all-zero rows
+
+
+def test_ms_coco_clean80_variant(tmp_path):
     truth = _write_coco(tmp_path / "raw" / "MS_COCO")
-    process("MS_COCO", tmp_path, sizes={"train": 8, "query": 4, "val": 4})
+    process("MS_COCO", tmp_path, sizes={"train": 8, "query": 4, "val": 4}, variant="clean80")
     store = open_store("MS_COCO", tmp_path)
     _sizes_ok(store, {"train": 8, "query": 4, "val": 4})
-    assert store.manifest["dropped"]["no_labels"] == 3 + 1
-    assert sum(store.sizes.values()) == len(truth)
-    assert store.label_names == ["cat1", "cat2", "cat4", "cat7", "cat90"]  # 5 contiguous columns
+    assert store.manifest["variant"] == "clean80" and store.variant == "clean80"
+    assert store.manifest["dropped"] == {"no_labels": 4, "missing": 1, "corrupted": 0}
+    assert sum(store.sizes.values()) == sum(1 for c in truth.values() if c) - 1
+    assert store.label_names == ["cat1", "cat2", "cat4", "cat7", "cat90"]  # contiguous columns
     column = {1: 0, 2: 1, 4: 2, 7: 3, 90: 4}
     for fold in FOLDS:
         f = store.fold(fold)
@@ -168,6 +220,14 @@ def test_ms_coco(tmp_path):
             assert set(np.flatnonzero(row)) == {column[c] for c in truth[file]}
     q, db = store.fold("query").labels, store.fold("database").labels
     assert ((q.astype(int) @ db.T.astype(int)) > 0).any()  # relevance works
+    # A store written before variants existed (no key) was biohash's clean processing.
+    manifest = dict(store.manifest)
+    del manifest["variant"]
+    assert DATASETS.get("MS_COCO").stored_variant(manifest) == "clean80"
+    with pytest.raises(ConfigError, match="unknown MS_COCO variant 'clean'; choose from h2q, clean80"):
+        process("MS_COCO", tmp_path, variant="clean")
+    with pytest.raises(ConfigError, match="unknown CIFAR_10 variant 'h2q'; choose from none"):
+        process("CIFAR_10", tmp_path, variant="h2q")
 
 
 # ------------------------------------------------------------------ ImageNet
@@ -237,6 +297,88 @@ def test_import_h2q(tmp_path):
         import_h2q(tmp_path / "empty", tmp_path / "new2", "CIFAR_10")
     with pytest.raises(DataError, match="not a directory"):
         import_h2q(tmp_path / "nothing", tmp_path / "new2", "CIFAR_10")
+
+
+def _h2q_folder(src: Path, width: int, n: int = 3, side: int = 230) -> None:
+    """An old processed folder: ``n`` items per fold, ``width`` label columns, side x side
+    images (CIFAR_10 keeps 32 x 32; larger ones would count as unreadable)."""
+    (src / "images").mkdir(parents=True)
+    for fold in FOLDS:
+        lines = []
+        for i in range(n):
+            name = f"{fold}_{i}.jpg"
+            _jpeg(src / "images" / name, side, side)
+            label = np.zeros(width, int)
+            label[[i, width - 1] if i else []] = 1  # item 0 unlabeled, as h2q's COCO keeps them
+            # h2q: np.array2string wraps long vectors; .replace("\n", "") leaves double spaces
+            vector = np.array2string(label).strip("[]").replace("\n", "")
+            lines.append(f"data/processed/MS_COCO/images/{name},{vector}")
+        (src / f"{fold}_metadata.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_import_h2q_coco_keeps_90_columns(tmp_path):
+    src = tmp_path / "old" / "data" / "processed" / "MS_COCO"
+    _h2q_folder(src, 90)
+    (src / "label_names.txt").write_text("id,name\n1,person\n2,bicycle\n90,toothbrush\n")
+    import_h2q(src, tmp_path / "new", "MS_COCO")
+    store = open_store("MS_COCO", tmp_path / "new")
+    assert store.num_classes == 90 and store.variant == "h2q"
+    assert store.label_names[:3] == ["person", "bicycle", "unused_3"]
+    assert store.label_names[89] == "toothbrush"
+    train = store.fold("train")
+    assert train.ids.tolist() == ["train_0.jpg", "train_1.jpg", "train_2.jpg"]
+    assert train.labels[0].sum() == 0 and np.flatnonzero(train.labels[2]).tolist() == [2, 89]
+    # p over the 3 x 3 pairs: items 1 and 2 share column 89 -> 4 similar pairs of 9.
+    assert store.similar_probability == pytest.approx(4 / 9)
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("data/x/a.png,0 2 0 0 0 0 0 0 0 0", "'2'"),
+    ("data/x/a.png,0 0 O 0 0 0 0 0 0 0", "'O'"),
+    ("data/x/a.png,", "'data/x/a.png,'"),
+])
+def test_import_h2q_malformed_label_line(tmp_path, line, shown):
+    src = tmp_path / "old"
+    _h2q_folder(src, 10, n=1)
+    bad = src / "val_metadata.txt"
+    bad.write_text(bad.read_text() + line + "\n")
+    with pytest.raises(DataError, match=f"val_metadata.txt:2: bad metadata line \\(value {shown}"):
+        import_h2q(src, tmp_path / "new", "CIFAR_10")
+    assert not (store_dir(tmp_path / "new", "CIFAR_10") / MANIFEST).exists()
+
+
+def test_import_h2q_wrong_width_names_file_and_line(tmp_path):
+    src = tmp_path / "old"
+    _h2q_folder(src, 90, n=2)
+    with pytest.raises(DataError, match="train_metadata.txt:1: 90 label columns, but CIFAR_10 "
+                                        "has 10; wrong --name"):
+        import_h2q(src, tmp_path / "new", "CIFAR_10")
+
+
+def test_import_h2q_cli_uses_env_root(tmp_path, monkeypatch, capsys):
+    from biohash.cli import main
+
+    src = tmp_path / "old"
+    _h2q_folder(src, 10, n=2, side=32)
+    monkeypatch.setenv("BIOHASH_DATA_ROOT", str(tmp_path / "env"))
+    assert main(["data", "import-h2q", str(src), "--name", "CIFAR_10"]) == 0
+    assert open_store("CIFAR_10", tmp_path / "env").sizes == {f: 2 for f in FOLDS}
+    capsys.readouterr()  # drop the progress bars
+    (src / "query_metadata.txt").write_text("images/q.jpg,0 0 1 0 0 0 0 0 0 x\n")
+    assert main(["data", "import-h2q", str(src), "--name", "CIFAR_10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "query_metadata.txt:1: bad metadata line (value 'x')" in err
+
+
+def test_imagenet_download_with_images_in_place_fetches_nothing(tmp_path):
+    """The cluster recipe: images copied by hand, lists present -> no network, next step."""
+    raw = tmp_path / "raw" / "ImageNet"
+    _write_imagenet(raw)
+    message = DATASETS.get("ImageNet")(tmp_path).download()
+    assert "images found under" in message and "manual download" not in message
+    assert message.endswith(f"next: biohash data process ImageNet --root {tmp_path}")
+    shutil.rmtree(raw / "ILSVRC")
+    assert "images need a manual download" in DATASETS.get("ImageNet")(tmp_path).download()
 
 
 # ------------------------------------------------------------------ interruption

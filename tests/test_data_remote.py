@@ -85,3 +85,18 @@ def test_moto_s3(bucket, tmp_path, moto_s3):  # noqa: F811
     store = open_store("DIGITS", local)
     assert store.sizes["train"] == 900 and store.verify() == []
     assert materialize("DIGITS", "datasets/shared", tmp_path, filesystem=fs, verify=True) == local
+
+
+def test_push_and_materialize_keep_the_similar_probability(bucket, tmp_path):
+    from biohash.data.push import push
+    from biohash.data.remote import read_remote_manifest
+
+    dest = tmp_path / "shared"
+    push("DIGITS", str(bucket), str(dest))
+    remote = read_remote_manifest("DIGITS", dest.as_uri())
+    assert remote["similar_probability"] == 0.1  # DIGITS train: 90 per class
+    assert read_remote_manifest("CIFAR_10", dest.as_uri()) is None
+    local = materialize("DIGITS", dest.as_uri(), tmp_path / "cache")
+    assert open_store("DIGITS", local).similar_probability == 0.1
+    with pytest.raises(DataError, match="bad data root 'nosuch://x'"):
+        read_remote_manifest("DIGITS", "nosuch://x")

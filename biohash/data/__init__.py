@@ -3,6 +3,7 @@
 - ``DATASETS``: the registry of dataset classes (facts as class constants);
 - ``download`` / ``process`` / ``import_h2q``: raw files -> ``<root>/processed/<NAME>/``;
 - ``open_store`` -> ``Store`` -> ``Fold`` (memmapped uint8 images, labels, ids);
+  ``Store.similar_probability`` is the train fold's similar-pair probability p;
 - ``BatchLoader``: normalised device batches (torch; imported lazily);
 - ``materialize``: copy a remote (s3://, gs://, file://) store to a node-local cache.
 
@@ -27,7 +28,8 @@ __all__ = ["DATASETS", "FOLDS", "Dataset", "Fold", "Store", "open_store", "is_pr
 
 def process(name: str, root: str = "data", **kwargs: Any) -> Path:
     """Process ``name`` from ``<root>/raw/<name>`` (or ``raw=``) into the store; returns its
-    folder. ``kwargs``: ``sizes``, ``strict``, ``workers``, ``progress`` (see ``Dataset``)."""
+    folder. ``kwargs``: ``sizes``, ``strict``, ``workers``, ``progress``, ``variant``
+    (see ``Dataset``; MS_COCO: ``"h2q"`` default, ``"clean80"`` opt-in)."""
     return DATASETS.get(name)(root, **kwargs).process()
 
 

@@ -24,9 +24,10 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from biohash.errors import DataError
+from biohash.errors import ConfigError, DataError
 from biohash.registry import Registry
-from biohash.data.store import FOLDS, IMAGENET_MEAN, IMAGENET_STD, StoreWriter, store_dir
+from biohash.data.store import (FOLDS, IMAGENET_MEAN, IMAGENET_STD, StoreWriter, local_root,
+                                store_dir)
 
 __all__ = ["DATASETS", "Dataset", "FoldSource", "Prepared", "split_per_class",
            "split_shuffled", "load_image", "RESIZE", "CROP"]
@@ -124,7 +125,9 @@ class Dataset:
 
     ``sizes`` overrides the split sizes: per class for ``per_class`` datasets
     (keys train/query/val), totals otherwise (database = the rest). Tests use
-    it to split tiny fakes.
+    it to split tiny fakes. ``variant`` picks one of ``variants`` (default: the
+    first, h2q's); it is recorded in the manifest. ``root`` must be a local
+    folder (``DataError`` otherwise, before any work).
     """
 
     name: ClassVar[str]
@@ -147,12 +150,17 @@ class Dataset:
     #: "resize256_centercrop224" (done at processing time) or "native".
     transform: ClassVar[str] = "resize256_centercrop224"
     notes: ClassVar[str] = ""
+    #: processing variants -> one-line description; the first is the default and
+    #: reproduces h2q. Empty: one way only (no ``variant`` key in the manifest).
+    variants: ClassVar[dict[str, str]] = {}
 
     def __init__(self, root: str | os.PathLike = "data", *, raw: str | os.PathLike | None = None,
                  sizes: Mapping[str, int] | None = None, strict: bool = False,
-                 workers: int | None = None, progress: bool = False) -> None:
-        self.root = Path(root)
+                 workers: int | None = None, progress: bool = False,
+                 variant: str | None = None) -> None:
+        self.root = local_root(root, f"writing {self.name}")
         self.raw = Path(raw) if raw is not None else self.root / "raw" / self.name
+        self.variant = self._check_variant(variant)
         base = self.per_class_sizes if self.per_class_sizes is not None else self.split_sizes
         unknown = set(sizes or {}) - set(FOLDS)
         if unknown:
@@ -160,6 +168,20 @@ class Dataset:
         self.sizes = {**base, **(sizes or {})}
         self.strict, self.progress = strict, progress
         self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
+
+    @classmethod
+    def _check_variant(cls, variant: str | None) -> str | None:
+        if variant is None:
+            return next(iter(cls.variants), None)
+        if variant not in cls.variants:
+            allowed = ", ".join(cls.variants) if cls.variants else "none (drop --variant)"
+            raise ConfigError(f"unknown {cls.name} variant {variant!r}; choose from {allowed}")
+        return variant
+
+    @classmethod
+    def stored_variant(cls, manifest: Mapping[str, Any]) -> str | None:
+        """The variant a store was processed with (manifests before variants: override)."""
+        return manifest.get("variant")
 
     # ------------------------------------------------------------- raw data
     def missing_raw(self) -> list[str]:
@@ -202,10 +224,11 @@ class Dataset:
             raise DataError(f"{self.name}: {len(corrupted)} unreadable images (--strict): "
                             f"{', '.join(corrupted[:20])}{' ...' if len(corrupted) > 20 else ''}")
         dropped = {**prepared.dropped, "corrupted": len(corrupted)}
+        variant = {"variant": self.variant} if self.variant is not None else {}
         writer.finish(label_names=prepared.label_names, seed=self.seed, mean=self.mean,
                       std=self.std, transform=self.transform, dropped=dropped,
                       corrupted_ids=corrupted[:1000], notes=self.notes,
-                      source=str(self.raw), **prepared.extra)
+                      source=str(self.raw), **variant, **prepared.extra)
         log.info("processed %s into %s: %s", self.name, writer.directory, writer.sizes)
         return store_dir(self.root, self.name)
 

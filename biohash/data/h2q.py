@@ -13,8 +13,10 @@ for the four folds. ``image_path`` is tried as written (absolute or relative to
 the working directory), then relative to the folder above ``data/`` (h2q wrote
 paths relative to its repository root), then as ``src/images/<file>`` and
 ``src/<fold>/<file>``. Images get the dataset's usual processing transform.
-Label columns that are zero in every fold (h2q's 10 unused MS_COCO columns)
-are removed so the width matches the dataset's class count.
+Labels are kept exactly as h2q wrote them (MS_COCO: all 90 columns, the ten
+unused ones included), so the store reproduces h2q's folds and label widths;
+the width must equal the dataset's ``num_classes``. A malformed line fails the
+import with ``DataError`` naming the file and line, before any image is read.
 """
 from __future__ import annotations
 
@@ -61,12 +63,19 @@ def _missing(self) -> list[str]:
     return [f"{f}_metadata.txt" for f in FOLDS if _metadata_file(self.raw, f) is None]
 
 
-def _parse_line(line: str) -> tuple[str, list[int]]:
+def _parse_line(line: str, where: str) -> tuple[str, list[int]]:
+    """``path,0 1 0 ...`` or ``path 0 1 0 ...`` -> (path, vector); ``where`` = file:line."""
     if "," in line:
         path, vector = line.rsplit(",", 1)
-        return path.strip().strip('"'), [int(v) for v in vector.split()]
-    path, *vector = line.split()
-    return path, [int(v) for v in vector]
+        path, tokens = path.strip().strip('"'), vector.split()
+    else:
+        path, *tokens = line.split()
+    bad = next((t for t in tokens if t not in ("0", "1")), None)
+    if not path or not tokens or bad is not None:
+        shown = bad if bad is not None else line.strip()[:80]
+        raise DataError(f"{where}: bad metadata line (value {shown!r}); expected "
+                        f"'image_path,0 1 0 ...' with a 0/1 label vector")
+    return path, [int(t) for t in tokens]
 
 
 def _resolve(src: Path, fold: str, listed: str) -> Path:
@@ -87,6 +96,8 @@ def _depth_below_data(src: Path) -> int:
 
 
 def _label_names(src: Path, width: int) -> list[str]:
+    """Column names from h2q's ``label_names.txt`` (``id,name``); MS_COCO's ids start at
+    1 (column = id - 1) and its unnamed columns become ``unused_<id>``, as when processing."""
     names = [str(k) for k in range(width)]
     path = src / "label_names.txt"
     if not path.is_file():
@@ -95,6 +106,8 @@ def _label_names(src: Path, width: int) -> list[str]:
         rows = [r for r in csv.reader(f) if len(r) >= 2 and r[0].strip().lstrip("-").isdigit()]
     ids = [int(r[0]) for r in rows]
     shift = 1 if ids and min(ids) == 1 and max(ids) == width else 0  # h2q MS_COCO: id - 1
+    if shift:
+        names = [f"unused_{k + 1}" for k in range(width)]
     for i, r in zip(ids, rows):
         if 0 <= i - shift < width:
             names[i - shift] = r[-1].strip()
@@ -105,24 +118,26 @@ def _prepare(self) -> Prepared:
     src = self.raw
     parsed = {}
     for fold in FOLDS:
-        lines = [ln for ln in _metadata_file(src, fold).read_text().splitlines() if ln.strip()]
-        parsed[fold] = [_parse_line(ln) for ln in lines]
-    widths = {len(v) for items in parsed.values() for _, v in items}
-    if len(widths) != 1:
-        raise DataError(f"{src}: label vectors of different lengths {sorted(widths)}")
-    width = widths.pop()
-    labels = {f: np.asarray([v for _, v in items], np.uint8).reshape(-1, width)
+        path = _metadata_file(src, fold)
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: unreadable metadata file ({exc})") from None
+        items = []
+        for k, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            image, vector = _parse_line(line, f"{path}:{k}")
+            if len(vector) != self.num_classes:
+                raise DataError(f"{path}:{k}: {len(vector)} label columns, but {self.name} "
+                                f"has {self.num_classes}; wrong --name?")
+            items.append((image, vector))
+        parsed[fold] = items
+    labels = {f: np.asarray([v for _, v in items], np.uint8).reshape(-1, self.num_classes)
               for f, items in parsed.items()}
-    names = _label_names(src, width)
-    keep = np.arange(width)
-    if width != self.num_classes:
-        keep = np.flatnonzero(np.concatenate(list(labels.values())).any(0))
-        if len(keep) != self.num_classes:
-            raise DataError(f"{src}: {width} label columns ({len(keep)} used), but "
-                            f"{self.name} has {self.num_classes} classes; wrong --name?")
     folds = {}
     for fold, items in parsed.items():
         paths = [_resolve(src, fold, p) for p, _ in items]
-        folds[fold] = FoldSource([p.name for p in paths], labels[fold][:, keep], paths=paths)
-    return Prepared(folds, [names[k] for k in keep],
-                    extra={"h2q_label_columns": int(width), "imported_from": str(src)})
+        folds[fold] = FoldSource([p.name for p in paths], labels[fold], paths=paths)
+    return Prepared(folds, _label_names(src, self.num_classes),
+                    extra={"h2q_label_columns": self.num_classes, "imported_from": str(src)})

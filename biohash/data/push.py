@@ -14,7 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from biohash.data.store import MANIFEST, missing_message, read_manifest, store_dir
+from biohash.data.remote import resolve_filesystem
+from biohash.data.store import MANIFEST, local_root, missing_message, read_manifest, store_dir
 from biohash.errors import DataError
 
 __all__ = ["push"]
@@ -30,11 +31,7 @@ def _destination(dest: str, filesystem: Any) -> tuple[Any, str]:
         return filesystem, str(dest).rstrip("/")
     if "://" not in str(dest):
         return pafs.LocalFileSystem(), str(Path(dest).expanduser().resolve())
-    try:
-        fs, base = pafs.FileSystem.from_uri(str(dest))
-    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"bad data root {dest!r}: {exc}; allowed: a folder or a URI such as "
-                        f"s3://bucket/data, gs://bucket/data, file:///path") from None
+    fs, base = resolve_filesystem(dest, None)
     return fs, base.rstrip("/")
 
 
@@ -49,7 +46,7 @@ def push(name: str, root: str, dest: str, *, filesystem: Any = None) -> str:
     """
     from pyarrow import fs as pafs
 
-    src = store_dir(root, name)
+    src = store_dir(local_root(root, f"push {name}"), name)
     manifest = read_manifest(src)  # also rejects unreadable / other-version manifests
     if manifest is None:
         raise DataError(missing_message(name, root))

@@ -21,7 +21,7 @@ from biohash.data.store import MANIFEST, missing_message, sha256_file
 from biohash.errors import DataError
 from biohash.utils import atomic_write_bytes
 
-__all__ = ["materialize", "default_cache_dir"]
+__all__ = ["materialize", "default_cache_dir", "read_remote_manifest", "resolve_filesystem"]
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 22
@@ -40,20 +40,13 @@ def materialize(name: str, root: str | os.PathLike, cache_dir: str | os.PathLike
     into ``cache_dir/<hash of root>/`` unless an identical, complete copy is
     there (same manifest, same file sizes; ``verify=True`` also re-hashes it).
     """
-    from pyarrow import fs as pafs
-
     if filesystem is None and "://" not in str(root):
         return Path(root)
-    if filesystem is None:
-        filesystem, base = pafs.FileSystem.from_uri(str(root))
-    else:
-        base = str(root)
+    filesystem, base = resolve_filesystem(root, filesystem)
     remote = f"{base.rstrip('/')}/processed/{name}"
-    try:
-        with filesystem.open_input_stream(f"{remote}/{MANIFEST}") as f:
-            manifest_bytes = f.read()
-    except (FileNotFoundError, OSError):
-        raise DataError(missing_message(name, root)) from None
+    manifest_bytes = _manifest_bytes(filesystem, remote)
+    if manifest_bytes is None:
+        raise DataError(missing_message(name, root))
     manifest = json.loads(manifest_bytes)
     key = hashlib.sha1(f"{filesystem.type_name}:{base}".encode()).hexdigest()[:16]
     local_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -71,6 +64,40 @@ def materialize(name: str, root: str | os.PathLike, cache_dir: str | os.PathLike
             _fetch_checked(filesystem, f"{remote}/{fname}", local / fname, digest, str(root))
         atomic_write_bytes(local / MANIFEST, manifest_bytes)
     return local_root
+
+
+def read_remote_manifest(name: str, root: str, *, filesystem: Any = None) -> dict | None:
+    """The manifest of ``<root>/processed/<name>`` on a remote root; None if absent."""
+    filesystem, base = resolve_filesystem(root, filesystem)
+    raw = _manifest_bytes(filesystem, f"{base.rstrip('/')}/processed/{name}")
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"unreadable manifest of {name} under {root}: {exc}; "
+                        f"push it again") from None
+
+
+def resolve_filesystem(root: str | os.PathLike, filesystem: Any = None) -> tuple[Any, str]:
+    """(pyarrow filesystem, base path) of a URI root, or of a path inside ``filesystem``."""
+    from pyarrow import fs as pafs
+
+    if filesystem is not None:
+        return filesystem, str(root)
+    try:
+        return pafs.FileSystem.from_uri(str(root))
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"bad data root {str(root)!r}: {exc}; allowed: a folder or a URI such "
+                        f"as s3://bucket/data, gs://bucket/data, file:///path") from None
+
+
+def _manifest_bytes(filesystem: Any, remote: str) -> bytes | None:
+    try:
+        with filesystem.open_input_stream(f"{remote}/{MANIFEST}") as f:
+            return f.read()
+    except (FileNotFoundError, OSError):
+        return None
 
 
 def _cache_ok(local: Path, manifest_bytes: bytes, manifest: dict, verify: bool) -> bool:

@@ -7,10 +7,15 @@ Layout of ``<root>/processed/<NAME>/``::
     <fold>.ids.npy      str    N               item ids (source file names / indices)
     manifest.json       written last and atomically; its presence = "processed"
 
-for every fold in ``FOLDS``. Arrays are written under hidden temp names and
-renamed into place before the manifest is written, so a process killed at any
-point leaves no manifest and the store never looks complete. Re-processing
-removes the old manifest first for the same reason.
+for every fold in ``FOLDS``. Besides sizes, checksums and normalisation the
+manifest records ``similar_probability`` (the train fold's similar-pair
+probability, see that function) and, for datasets with processing variants
+(MS_COCO), the ``variant`` that made the store.
+
+Arrays are written under hidden temp names and renamed into place before the
+manifest is written, so a process killed at any point leaves no manifest and
+the store never looks complete. Re-processing removes the old manifest first
+for the same reason.
 
 This module is torch-free (the sweep planner imports it).
 """
@@ -32,7 +37,7 @@ from biohash.utils import atomic_write_json
 
 __all__ = ["FOLDS", "FORMAT_VERSION", "MANIFEST", "Fold", "Store", "StoreWriter",
            "store_dir", "open_store", "is_processed", "missing_message", "sha256_file",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+           "similar_probability", "local_root", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 FOLDS = ("train", "query", "val", "database")
 FORMAT_VERSION = 1
@@ -45,6 +50,8 @@ _REMAP_BYTES = 256 << 20
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _CHUNK = 1 << 22
+#: bytes of one (rows x unique label sets) block of ``similar_probability`` (peak ~2x).
+_PAIR_BLOCK_BYTES = 32 << 20
 
 
 def store_dir(root: str | os.PathLike, name: str) -> Path:
@@ -67,6 +74,66 @@ def _is_uri(root: Any) -> bool:
     return isinstance(root, str) and "://" in root
 
 
+def local_root(root: str | os.PathLike, action: str) -> Path:
+    """``root`` as a local folder for ``action`` (e.g. "process"), before any work.
+
+    Raises ``DataError`` for a URI (``$BIOHASH_DATA_ROOT`` is usually one: only
+    ``push`` writes there) and for an existing path that is not a folder.
+    """
+    if _is_uri(str(root)):
+        from_env = os.environ.get("BIOHASH_DATA_ROOT") == str(root)
+        raise DataError(f"{action} needs a local data folder, got the root {str(root)!r}"
+                        f"{' (from $BIOHASH_DATA_ROOT)' if from_env else ''}; pass --root "
+                        f"<folder> (a remote root is written by push, read by list and trials)")
+    path = Path(root).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"data root {str(root)!r} is a file, not a folder; pass --root <folder>")
+    return path
+
+
+def similar_probability(labels: np.ndarray, *, block_bytes: int = _PAIR_BLOCK_BYTES) -> float:
+    """The fraction of similar pairs: mean of ``[y_i . y_j > 0]`` over ALL N x N pairs.
+
+    Pairs are ordered and the diagonal counts (h2q's losses weight pairs with
+    this p over every entry of the B x B similarity matrix, i = j included), so
+    an all-zero label row is similar to nothing, not even itself. At most one
+    label per row gives ``sum_c n_c^2 / N^2`` (CIFAR_10, 500 per class: exactly 0.1).
+
+    Exact (integer counts) with memory bounded whatever N: multi-label rows are
+    merged into unique label sets first, which are then compared block by block
+    within ``block_bytes``.
+    """
+    y = np.asarray(labels) != 0
+    if y.ndim != 2 or y.shape[0] == 0:
+        raise DataError(f"similar_probability needs a non-empty (N, L) label array, "
+                        f"got shape {y.shape}")
+    n = y.shape[0]
+    if (y.sum(1) <= 1).all():  # single-label: pairs are similar iff they share the class
+        per_class = y.sum(0, dtype=np.int64)
+        return int(per_class @ per_class) / (n * n)
+    rows, counts = _unique_rows(y)  # (K, L) bool, (K,) int64
+    # Per-row sums of counts are integers <= N: exact in float32 below 2**24.
+    dtype = np.float32 if n < 1 << 24 else np.float64
+    rows_f, counts_f = rows.astype(dtype), counts.astype(dtype)
+    step = max(1, block_bytes // (rows_f.itemsize * len(rows)))
+    similar = 0
+    for start in range(0, len(rows), step):
+        block = rows_f[start:start + step] @ rows_f.T  # (b, K) shared-label counts
+        np.greater(block, 0.5, out=block)  # in place -> 0/1: no second (b, K) buffer
+        partners = (block @ counts_f).astype(np.int64)  # (b,) similar items per row
+        similar += int(counts[start:start + step] @ partners)
+    return similar / (n * n)
+
+
+def _unique_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique rows of a bool (N, L) array and their counts; rows are bit-packed first
+    so the sort compares a few bytes per row instead of L."""
+    packed = np.packbits(y, axis=1)  # (N, ceil(L/8)) uint8
+    keys = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    return y[first], counts.astype(np.int64)
+
+
 def is_processed(name: str, root: str | os.PathLike) -> bool:
     """True when ``<root>/processed/<name>/manifest.json`` exists (local path or URI)."""
     if _is_uri(root):
@@ -79,16 +146,29 @@ def is_processed(name: str, root: str | os.PathLike) -> bool:
 
 
 def missing_message(name: str, root: str | os.PathLike) -> str:
-    """One line telling the user which command makes ``name`` available under ``root``."""
+    """One line telling the user which commands make ``name`` available under ``root``.
+
+    For a remote root (a URI) the store is built in a local folder and pushed.
+    ``data download`` is part of the recipe even for a manual download
+    (ImageNet): it fetches the split lists and prints the manual steps.
+    """
     from biohash.data.base import DATASETS
 
     cls = DATASETS.get(name)
+    head = f"dataset {name} is not processed under {root}"
+    manual = (f" ({name}'s images need a manual download: `biohash data download {name}` "
+              f"prints the steps)") if cls.manual_download else ""
+    if _is_uri(str(root)):
+        local = "data"
+        steps = [] if cls.auto_process else [f"biohash data download {name} --root {local}"]
+        steps += [f"biohash data process {name} --root {local}",
+                  f"biohash data push {name} --root {local} --to {root}"]
+        return f"{head}; in a local folder run: {' && '.join(steps)}{manual}"
     if cls.auto_process:
-        return f"dataset {name} is not processed under {root}; it is built on first use " \
+        return f"{head}; it is built on first use " \
                f"(or run: biohash data process {name} --root {root})"
-    steps = "" if cls.manual_download else f"biohash data download {name} --root {root} && "
-    return f"dataset {name} is not processed under {root}; run: {steps}" \
-           f"biohash data process {name} --root {root}"
+    return f"{head}; run: biohash data download {name} --root {root} && " \
+           f"biohash data process {name} --root {root}{manual}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +204,7 @@ class Store:
         self.directory = directory
         self.manifest = dict(manifest)
         self._folds: dict[str, Fold] = {}
+        self._similar_probability: float | None = None
 
     @property
     def name(self) -> str:
@@ -154,6 +235,33 @@ class Store:
     @property
     def sizes(self) -> dict[str, int]:
         return dict(self.manifest["sizes"])
+
+    @property
+    def similar_probability(self) -> float:
+        """p = mean of ``[y_i . y_j > 0]`` over all pairs of the train fold, diagonal
+        included (``similar_probability``); the pair weights of DCH, WGLHH and HashNet.
+
+        Read from the manifest; stores processed before it was recorded compute it
+        once from the train labels (the manifest file is left as it is).
+        """
+        if self._similar_probability is None:
+            stored = self.manifest.get("similar_probability")
+            if stored is None:
+                labels = self.fold("train").labels
+                if len(labels) == 0:
+                    raise DataError(f"{self.directory}: the train fold is empty, so the similar-"
+                                    f"pair probability is undefined; re-process {self.name}")
+                stored = similar_probability(labels)
+            self._similar_probability = float(stored)
+        return self._similar_probability
+
+    @property
+    def variant(self) -> str | None:
+        """The processing variant (MS_COCO: ``h2q`` or ``clean80``); None where a
+        dataset has only one way of being processed. Old manifests are inferred."""
+        from biohash.data.base import DATASETS
+
+        return DATASETS.get(self.name).stored_variant(self.manifest)
 
     def fold(self, fold: str) -> Fold:
         if fold not in FOLDS:
@@ -206,6 +314,7 @@ def open_store(name: str, root: str | os.PathLike = "data") -> Store:
     if _is_uri(root):
         raise DataError(f"open_store needs a local root, got {root!r}; "
                         f"call biohash.data.materialize({name!r}, {root!r}) first")
+    local_root(root, f"opening {name}")
     directory = store_dir(root, name)
     manifest = read_manifest(directory)
     if manifest is None and cls.auto_process:
@@ -310,6 +419,7 @@ class StoreWriter:
         self.checksums: dict[str, str] = {}
         self.file_sizes: dict[str, int] = {}
         self.stats: tuple[np.ndarray, np.ndarray, int] | None = None
+        self.similar_probability: float | None = None
 
     def begin(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -328,6 +438,8 @@ class StoreWriter:
         id_arr = np.asarray([str(ids[i]) for i in keep]) if len(keep) else np.asarray([], "<U1")
         if writer.fold == "train":
             self.stats = writer.channel_stats()
+            # From the rows actually written: a dropped unreadable image leaves the fold.
+            self.similar_probability = similar_probability(labels) if len(labels) else None
         paths = [writer.finish()]
         for kind, arr in (("labels", labels), ("ids", id_arr)):
             final = self.directory / file_name(writer.fold, kind)
@@ -361,6 +473,7 @@ class StoreWriter:
             "mean": list(mean) if mean is not None else train_mean,
             "std": list(std) if std is not None else train_std,
             "train_mean": train_mean, "train_std": train_std,
+            "similar_probability": self.similar_probability,
             "checksums": self.checksums, "file_sizes": self.file_sizes, "dropped": dict(dropped or {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -114,15 +114,30 @@ class NUSWide(Dataset):
 
 @DATASETS.register("MS_COCO")
 class MSCOCO(Dataset):
-    """MS-COCO 2014 train+val; the 80 categories as 80 contiguous columns (sorted by
-    category id; h2q used 90 columns at ``category_id - 1``). Images without any
-    annotation are dropped (h2q kept them with all-zero labels: never relevant)."""
+    """MS-COCO 2014 train+val with instance annotations, in one of two variants.
+
+    ``h2q`` (default) reproduces h2q's folds: every image of
+    ``instances_train2014.json`` then ``instances_val2014.json``, in file order
+    (h2q read fiftyone's ``labels.json``, a copy of these files with the same
+    image order), images without annotations kept with all-zero labels, 90 label
+    columns at ``category_id - 1`` (the ten ids COCO never uses stay 0), then
+    h2q's shuffled fold tags (``split_shuffled``).
+
+    ``clean80`` (opt-in) drops images without annotations and keeps the 80
+    categories as contiguous columns sorted by id; its folds differ from h2q's
+    (another item list is shuffled), so its numbers are not comparable with the
+    paper's. Images whose file is missing are dropped in both variants.
+    """
 
     name = "MS_COCO"
-    num_classes = 80
+    num_classes = 90  # the default variant's label columns (clean80: 80)
     multi_label = True
     split_sizes: ClassVar[dict[str, int]] = {"train": 10000, "query": 5000, "val": 5000,
-                                             "database": 102000}
+                                             "database": 103287}
+    variants: ClassVar[dict[str, str]] = {
+        "h2q": "h2q's folds: unlabeled images kept, 90 columns at category_id - 1",
+        "clean80": "unlabeled images dropped, 80 contiguous columns (folds differ from h2q's)",
+    }
     parts: ClassVar[tuple[str, ...]] = ("train2014", "val2014")
     raw_files = ("annotations/instances_train2014.json", "annotations/instances_val2014.json",
                  "train2014", "val2014")
@@ -137,37 +152,71 @@ class MSCOCO(Dataset):
                         "a3d79f5ed8d289b7a7554ce06a5782b3"),
     }
 
+    @classmethod
+    def stored_variant(cls, manifest: Mapping[str, Any]) -> str | None:
+        """Manifests written before variants existed: biohash's own processing was
+        ``clean80``; its old ``import-h2q`` kept h2q's folds but dropped the ten
+        all-zero columns, which is neither variant (``h2q-cols80``)."""
+        if manifest.get("variant"):
+            return manifest["variant"]
+        if "imported_from" in manifest:
+            return "h2q" if len(manifest["label_names"]) == cls.num_classes else "h2q-cols80"
+        return "clean80"
+
+    def _annotations(self, part: str) -> dict:
+        path = self.raw / "annotations" / f"instances_{part}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"MS_COCO: unreadable {path}: {exc}") from None
+
+    def _columns(self, categories: list[dict]) -> tuple[dict[int, int], list[str]]:
+        """category id -> label column, and the column names, for this variant."""
+        cats = sorted(categories, key=lambda c: c["id"])
+        if self.variant == "clean80":
+            return {c["id"]: k for k, c in enumerate(cats)}, [c["name"] for c in cats]
+        width = max(c["id"] for c in cats)  # h2q: the largest id (90), columns at id - 1
+        names = [f"unused_{k + 1}" for k in range(width)]
+        for c in cats:
+            names[c["id"] - 1] = c["name"]
+        return {c["id"]: c["id"] - 1 for c in cats}, names
+
     def prepare(self) -> Prepared:
-        ids, rows, paths, names = [], [], [], None
-        dropped = {"no_labels": 0, "missing": 0}
-        for part in self.parts:
-            path = self.raw / "annotations" / f"instances_{part}.json"
-            try:
-                meta = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise DataError(f"MS_COCO: unreadable {path}: {exc}") from None
-            cats = sorted(meta["categories"], key=lambda c: c["id"])
-            if names is None:
-                names, column = [c["name"] for c in cats], {c["id"]: k for k, c in enumerate(cats)}
+        keep_unlabeled = self.variant == "h2q"
+        ids, rows, paths = [], [], []
+        column: dict[int, int] = {}
+        names: list[str] = []
+        dropped = {"missing": 0} if keep_unlabeled else {"no_labels": 0, "missing": 0}
+        unlabeled = 0
+        for part in self.parts:  # one annotation file in memory at a time (~0.5 GB each)
+            meta = self._annotations(part)
+            if not column:  # h2q took the categories from train2014
+                column, names = self._columns(meta["categories"])
             positives: dict[int, set[int]] = {}
             for ann in meta["annotations"]:
+                if ann["category_id"] not in column:
+                    raise DataError(f"MS_COCO: instances_{part}.json annotation {ann.get('id')} "
+                                    f"has category_id {ann['category_id']!r}, not among the "
+                                    f"categories of instances_{self.parts[0]}.json")
                 positives.setdefault(ann["image_id"], set()).add(column[ann["category_id"]])
             for img in meta["images"]:
-                cols = positives.get(img["id"])
+                cols = positives.get(img["id"], set())
                 file = self.raw / part / img["file_name"]
-                if not cols:
+                if not cols and not keep_unlabeled:
                     dropped["no_labels"] += 1
                 elif not file.is_file():
                     dropped["missing"] += 1
                 else:
+                    unlabeled += not cols
                     ids.append(img["file_name"])
                     rows.append(sorted(cols))
                     paths.append(file)
-        labels = np.zeros((len(rows), len(names or [])), np.uint8)
+        labels = np.zeros((len(rows), len(names)), np.uint8)
         for i, cols in enumerate(rows):
             labels[i, cols] = 1
         idx = split_shuffled(len(ids), self.sizes, self.seed)
-        return Prepared(_folds_from_split(idx, ids, labels, paths), names or [], dropped)
+        extra = {"unlabeled_kept": unlabeled} if keep_unlabeled else {}
+        return Prepared(_folds_from_split(idx, ids, labels, paths), names, dropped, extra)
 
     def download(self) -> str:
         for archive, (url, md5) in self.urls.items():
@@ -248,10 +297,20 @@ class ImageNet100(Dataset):
         return Prepared(folds, names, {"missing": missing})
 
     def download(self) -> str:
+        """Fetch only HashNet's three split lists (small text files); never the images.
+
+        Safe to run when the images are already in place (copied by hand): it
+        then says the store can be processed.
+        """
         for f in ("database.txt", "train.txt", "test.txt"):
-            fetch_url(self.list_url + f, self.raw / self.lists_dir / f, progress=False)
-        return ("ImageNet: HashNet split lists saved under "
-                f"{self.raw / self.lists_dir}. The ILSVRC-2012 images need a manual download:\n"
+            if _find(self.raw, f"{self.lists_dir}/{f}", (f"{self.lists_alt}/{f}",)) is None:
+                fetch_url(self.list_url + f, self.raw / self.lists_dir / f, progress=False)
+        lists = f"ImageNet: HashNet split lists ready under {self.raw / self.lists_dir}."
+        images = _find(self.raw, self.image_roots[0], self.image_roots[1:])
+        if images is not None:
+            return (f"{lists} ILSVRC-2012 images found under {images}; next: "
+                    f"biohash data process ImageNet --root {self.root}")
+        return (f"{lists} The ILSVRC-2012 images need a manual download:\n"
                 "  1. accept the terms at https://www.kaggle.com/c/imagenet-object-localization-challenge\n"
                 "  2. kaggle competitions download -c imagenet-object-localization-challenge\n"
                 f"  3. unzip it into {self.raw} (giving {self.raw / self.image_roots[0]}/train and /val)\n"
