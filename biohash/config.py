@@ -30,6 +30,7 @@ __all__ = [
     "FIELDS",
     "OPTIMIZERS",
     "PRECISIONS",
+    "HSWD_SAMPLES",
     "WEIGHTS",
     "BIO_PARTS",
     "parse_bio_scope",
@@ -39,7 +40,11 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: fp32 first: the default, as h2q trained; the others are opt-in autocast
+#: policies (``auto`` = bf16 on CUDA, fp32 elsewhere).
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+#: How the HSWD penalty draws its target +-1 matrix (see ``biohash.losses``).
+HSWD_SAMPLES = ("random", "balanced")
 WEIGHTS = ("imagenet", "none")
 TRANSFORMS = ("imagenet",)
 #: Parts of every biohash model that a Hybrid Bio-Training scope may name.
@@ -95,12 +100,20 @@ class TrialConfig:
                         name="nondefault")
     weights: str = _f("imagenet", "weights", "backbone init: imagenet (pretrained) or none",
                       name="nondefault")
-    val_size: int = _f(1000, "val_size", "val items used for the per-epoch validation mAP",
+    val_size: int = _f(1000, "val_size",
+                       "val items drawn (without replacement) per validation split (h2q: 1000)",
                        name="nondefault")
-    val_repeats: int = _f(5, "val_repeats", "random val query/retrieval splits averaged",
+    val_repeats: int = _f(5, "val_repeats",
+                          "random val query/retrieval splits averaged per epoch (h2q: 5)",
                           name="nondefault")
-    precision: str = _f("auto", "precision", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16",
+    precision: str = _f("fp32", "precision",
+                        "training precision: fp32 (h2q), or autocast bf16, fp16 (CUDA only), "
+                        "auto (bf16 on CUDA, fp32 on CPU); predict/eval features are always fp32",
                         name="nondefault")
+    hswd_sample: str = _f("random", "hswd_sample",
+                          "HSWD target: random (a fresh uniform +-1 matrix per step, as h2q) or "
+                          "balanced (no draw: the expected sorted sample, half -1 then +1)",
+                          name="nondefault")
 
     def __post_init__(self) -> None:
         # Coerce types once so that YAML ints for floats (lr: 1) and CLI
@@ -131,6 +144,7 @@ class TrialConfig:
         need(self.trf in TRANSFORMS, "trf", ", ".join(TRANSFORMS))
         need(self.weights in WEIGHTS, "weights", ", ".join(WEIGHTS))
         need(self.precision in PRECISIONS, "precision", ", ".join(PRECISIONS))
+        need(self.hswd_sample in HSWD_SAMPLES, "hswd_sample", ", ".join(HSWD_SAMPLES))
         need(self.val_size >= 10, "val_size", "an integer >= 10")
         need(self.val_repeats >= 1, "val_repeats", "an integer >= 1")
         need(not (self.no_skip and self.soft_skip), "soft_skip",
@@ -165,13 +179,18 @@ class TrialConfig:
     # ------------------------------------------------------------ derivations
     @property
     def run_name(self) -> str:
-        """The old workflow's run directory name, e.g. ``-loss=DCH-nbits=32-...``."""
+        """The old workflow's run directory name, e.g. ``-loss=DCH-nbits=32-...``.
+
+        ``-flag=str(value)`` per named field, in field order; a true boolean is
+        written bare (``...-HSWD_penalty=0.0-no_cube``), as h2q's names were.
+        """
         parts = []
         for f in fields(self):
             rule, value = f.metadata["name"], getattr(self, f.name)
             if (rule == "always" or (rule == "true" and value is True)
                     or (rule == "nondefault" and value != f.default)):
-                parts.append(f"-{f.metadata['flag']}={value}")
+                flag = f.metadata["flag"]
+                parts.append(f"-{flag}" if value is True else f"-{flag}={value}")
         return "".join(parts)
 
     def run_dir(self, models_dir: str | Path = "models", group: str = "PenaltyStrategies") -> Path:

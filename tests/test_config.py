@@ -22,10 +22,22 @@ def test_run_name_matches_the_old_workflow_exactly():
 def test_booleans_only_when_true_and_additions_only_when_not_default():
     base = TrialConfig()
     assert "no_cube" not in base.run_name and "bio_scope" not in base.run_name
-    assert base.replace(no_cube=True).run_name.endswith("-no_cube=True")
+    # h2q writes true booleans bare: "...-HSWD_penalty=0.0-no_cube"
+    assert base.replace(no_cube=True).run_name.endswith("-HSWD_penalty=0.0-no_cube")
+    assert "=True" not in base.replace(no_cube=True, no_skip=True).run_name
     named = base.replace(arch="bio-vgg16", bio_scope="head", weights="none").run_name
     assert named.endswith("-bio_scope=head-weights=none")
     assert "-nw=" not in base.replace(nw=4).run_name  # loader workers never change results
+
+
+def test_precision_defaults_to_fp32_and_opt_ins_are_named():
+    base = TrialConfig()
+    assert base.precision == "fp32" and "precision" not in base.run_name
+    assert base.replace(precision="bf16").run_name.endswith("-precision=bf16")
+    assert base.hswd_sample == "random" and "hswd_sample" not in base.run_name
+    assert base.replace(hswd_sample="balanced").run_name.endswith("-hswd_sample=balanced")
+    # the biohash additions come after the old flags, hswd_sample last
+    assert [f.name for f in FIELDS][-2:] == ["precision", "hswd_sample"]
 
 
 def test_coercion_gives_identical_names_from_yaml_ints_and_cli_strings():
@@ -42,6 +54,8 @@ def test_coercion_gives_identical_names_from_yaml_ints_and_cli_strings():
     ({"no_cube": "maybe"}, "true/false"), ({"bio_scope": "head"}, "needs a bio-<arch>"),
     ({"arch": "bio-vgg16", "bio_scope": "neck=fa"}, "parts: backbone, head"),
     ({"no_skip": True, "soft_skip": True}, "-soft_skip"), ({"db": "a/b"}, "without '/'"),
+    ({"precision": "fp64"}, "fp32, bf16, fp16, auto"),
+    ({"hswd_sample": "sorted"}, "-hswd_sample 'sorted'; allowed: random, balanced"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_value(changes, needle):
     with pytest.raises(ConfigError) as err:

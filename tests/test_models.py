@@ -54,3 +54,18 @@ def test_same_seed_same_model():
     assert all(torch.equal(sa[k], sb[k]) for k in feedback)
     c = create_model("bio-cnn-small", nbits=8, mode="fa", weights="none", seed=4).state_dict()
     assert not all(torch.equal(sa[k], c[k]) for k in feedback)
+
+
+@pytest.mark.parametrize("name, last", [("alexnet", torch.nn.ReLU), ("vgg16", torch.nn.Dropout)])
+def test_torchvision_extractor_is_h2q_classifier_0_to_5(name, last):
+    """h2q's features: conv stack + classifier[0..5] (VGG16: ends with the 2nd Dropout)."""
+    import torchvision
+
+    model = create_model(name, nbits=8, weights="none")
+    reference = getattr(torchvision.models, name)(weights=None).classifier[:6]
+    tail = list(model.backbone)[-6:]
+    assert [type(m) for m in tail] == [type(m) for m in reference]
+    assert isinstance(tail[-1], last) and isinstance(model.backbone[-7], torch.nn.Flatten)
+    assert model.head.in_features == 4096
+    model.eval()
+    assert model.backbone(torch.randn(2, *_shape(name))).shape == (2, 4096)

@@ -1,8 +1,10 @@
 """Checkpoints of one run: ``latest.pt`` (resume) and ``best.pt`` (predict).
 
 ``latest.pt`` holds everything needed to continue bit-for-bit on CPU:
-weights (incl. feedback-matrix buffers), optimizer, loss state (HashNet's
-schedule counter, HyP2's proxies), AMP scaler, the training state and the
+weights (incl. feedback-matrix buffers), optimizer, learning-rate scheduler
+(h2q's StepLR with -optim sgd; None otherwise), loss state (HashNet's
+schedule counter, HyP2's proxies, the HSWD generator), AMP scaler, the
+training state (incl. early stopping's counted best and wait count) and the
 RNG states. ``best.pt`` holds only what predict needs. Both are written
 atomically, so a crash mid-write leaves the previous file intact.
 """

@@ -67,10 +67,11 @@ class TrialContext:
 
 
 def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training, or None for plain fp32 (the default, as h2q)."""
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"bad -precision 'fp16' on {device.type}; allowed there: auto, fp32, bf16")
+        raise ConfigError(f"bad -precision 'fp16' on {device.type}; allowed there: fp32, bf16, auto")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -91,7 +92,9 @@ def open_context(cfg: TrialConfig, runtime: Runtime) -> TrialContext:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(cfg.loss, nbits=cfg.nbits, num_classes=store.num_classes,
                           penalty=cfg.penalty, l2_penalty=cfg.L2_penalty,
-                          hswd_penalty=cfg.HSWD_penalty, no_cube=cfg.no_cube).to(device)
+                          hswd_penalty=cfg.HSWD_penalty, no_cube=cfg.no_cube,
+                          similar_probability=store.similar_probability, seed=cfg.seed,
+                          hswd_sample=cfg.hswd_sample).to(device)
     from biohash.bio import is_bio
 
     return TrialContext(cfg, runtime, store, model, loss_fn, device, amp, is_bio(model))
@@ -101,7 +104,11 @@ def open_context(cfg: TrialConfig, runtime: Runtime) -> TrialContext:
 def forward_features(ctx: TrialContext, fold: Any, *, indices: np.ndarray | None = None) -> np.ndarray:
     """Raw hash-layer outputs (float32, N x nbits, before tanh) in fold order.
 
-    With ``indices`` (sorted), only those items, in that order.
+    Always computed in fp32, whatever ``-precision`` trained the model: the
+    codes are signs of these outputs, and a bf16 forward flips the sign of
+    near-zero outputs, so predict, evaluate and the per-epoch validation stay
+    comparable with h2q's (fp32) numbers. With ``indices`` (sorted), only
+    those items, in that order.
     """
     rows = np.arange(len(fold)) if indices is None else np.asarray(indices)
     was_training = ctx.model.training
@@ -110,7 +117,8 @@ def forward_features(ctx: TrialContext, fold: Any, *, indices: np.ndarray | None
     try:
         for x, _, idx in ctx.loader(fold, shuffle=False, batch_size=ctx.runtime.eval_batch_size,
                                     indices=indices):
-            with ctx.autocast():
+            # Explicitly off: a caller's autocast region must not lower it either.
+            with torch.autocast(ctx.device.type, enabled=False):
                 u = ctx.model(x)
             out[np.searchsorted(rows, idx.cpu().numpy())] = u.float().cpu().numpy()
     finally:
