@@ -34,7 +34,9 @@ def test_train_predict_eval_like_the_seed_readme(tmp_path, where, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert set(printed) == {"query", "val"} and 0 < printed["query"]["mAP"] <= 1
     eval_mirror = tmp_path / "eval" / "PenaltyStrategies" / "DIGITS" / "bioexp" / RUN_NAME
-    assert json.loads((eval_mirror / "query-prediction_mAP.json").read_text()) == printed["query"]
+    saved = json.loads((eval_mirror / "query-prediction_mAP.json").read_text())
+    assert {k: saved[k] for k in printed["query"]} == printed["query"]
+    assert saved["datafold"] == "query" and saved["hparams"]["number_of_bits"] == 16
     # a finished run is skipped unless -no_skip
     assert main(["train", *FLAGS, *where]) == 0
     assert "skipping" in capsys.readouterr().out

@@ -1,5 +1,8 @@
-"""biohash.metrics against a per-query float64 reference written from the definition."""
+"""biohash.metrics against a per-query float64 reference written from h2q's definition
+(``src/utils/eval_utils.py``: ``mAP_at_many``, ``calc_hammingDist``), ties included."""
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
@@ -24,9 +27,10 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def reference_ranking(qf, df, ql, dl):
     """Yield (relevance in ranked order, hamming in ranked order) per query."""
     qn, dn = _normalise(qf), _normalise(df)
-    qc, dc = np.sign(qn), np.sign(dn)
+    qc, dc = np.sign(qn).astype(int), np.sign(dn).astype(int)
+    nbits = qc.shape[1]
     for i in range(len(qn)):
-        ham = np.count_nonzero(dc != qc[i], axis=1)
+        ham = 0.5 * (nbits - dc @ qc[i])  # h2q's calc_hammingDist: a 0 bit counts 1/2
         dist = np.sum((dn - qn[i]) ** 2, axis=1)
         key = 10 * ham + dist
         order = np.argsort(key, kind="stable")
@@ -165,7 +169,12 @@ def test_shape_errors(change, match) -> None:
 
 
 @pytest.mark.parametrize("kw, match", [({"k": 0}, "k must be an integer >= 1; got 0"),
+                                       ({"k": -3}, "k must be an integer >= 1; got -3"),
+                                       ({"k": 2.5}, "k must be an integer >= 1; got 2.5"),
+                                       ({"k": True}, "k must be an integer >= 1; got True"),
+                                       ({"k": "10"}, "k must be an integer >= 1; got '10'"),
                                        ({"radius": -1}, "radius must be an integer >= 0"),
+                                       ({"radius": 1.0}, "radius must be an integer >= 0"),
                                        ({"k": 5, "radius": 1}, "not both")])
 def test_argument_errors(kw, match) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -180,27 +189,133 @@ def test_non_finite_features() -> None:
     assert validation_map(df, dl) == 0.0
 
 
-def test_validation_map_protocol() -> None:
-    _, df, _, dl = tied_data(6, n_db=300)
-    a = validation_map(df, dl, n_items=200, seed=1)
-    assert a == validation_map(df, dl, n_items=200, seed=1)
-    assert a != validation_map(df, dl, n_items=200, seed=2)
-    # one repeat equals retrieval_map on the same split
-    rng = np.random.default_rng(3)
-    items = rng.choice(300, size=200, replace=False)
-    q, db = items[:20], items[20:]
-    want = retrieval_map(df[q], df[db], dl[q], dl[db])
-    assert validation_map(df, dl, n_items=200, repeats=1, seed=3) == pytest.approx(want)
-    with pytest.raises(ConfigError, match="query_fraction"):
-        validation_map(df, dl, query_fraction=1.5)
-
-
-def test_coarse_quantisation_still_exact(monkeypatch) -> None:
+@pytest.mark.parametrize("full_map", [True, False])
+def test_coarse_quantisation_still_exact(monkeypatch, full_map: bool) -> None:
     """Force many equal quantised keys: the run repair must restore the exact order."""
     from biohash.metrics import _ranking
-    monkeypatch.setattr(_ranking.Packing, "scale", property(lambda self: 50.0))
+    monkeypatch.setattr(_ranking.Packing, "scale", property(lambda self: 64.0))
     data = tied_data(7, n_q=30, n_db=500, nbits=16)
     want = reference_metrics(*data, (10, 100), (0, 2), (10,))
-    got = evaluate_retrieval(*data, ks=(10, 100), radii=(0, 2), precision_ks=(10,))
-    for key in want:
+    got = evaluate_retrieval(*data, ks=(10, 100), radii=(0, 2), precision_ks=(10,),
+                             full_map=full_map)
+    for key in got:
         assert got[key] == pytest.approx(want[key], abs=1e-9), key
+
+
+# ----------------------------------------------------------------- zero bits (h2q's Hamming)
+def test_zero_bits_count_half_as_in_h2q() -> None:
+    """hamming = (nbits - q·d) / 2 on sign codes: a 0 bit counts 1/2 against anything."""
+    qf = np.array([[1.0, 0.0]])                                  # code (+1, 0)
+    df = np.array([[1.0, 1.0], [0.0, 0.0], [-1.0, 0.0], [1.0, 0.0]])
+    # codes (+,+) (0,0) (-,0) (+,0): hamming 0.5, 1.0, 1.0, 0.0; distances 2-√2, 1, 4, 0
+    ql, dl = np.array([[1]]), np.array([[1], [1], [0], [0]])
+    # ranking: item 3 (0), item 0 (5.59), item 1 (11), item 2 (14); relevant: items 0 and 1
+    assert retrieval_map(qf, df, ql, dl, radius=0) == 0.0         # only item 3 within 0
+    assert retrieval_map(qf, df, ql, dl, radius=1) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert retrieval_map(qf, df, ql, dl, k=2) == pytest.approx(1 / 2)
+    res = evaluate_retrieval(qf, df, ql, dl, ks=(2,), radii=(0, 1), precision_ks=(3,))
+    assert res["mAP"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert res["mAP_at_h=1"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert res["mAP_at_h=0"] == 0.0
+
+
+def zero_heavy_data(seed: int, n_q: int = 30, n_db: int = 400, nbits: int = 12):
+    """Features whose components are often exactly 0 (so codes hold many 0 bits,
+    half-integer Hamming distances and many exact key ties)."""
+    rng = np.random.default_rng(seed)
+    qf = rng.integers(-2, 3, size=(n_q, nbits)).astype(np.float32)
+    df = rng.integers(-2, 3, size=(n_db, nbits)).astype(np.float32)
+    df[:5] = 0.0  # all-zero rows: normalised to 0, code all 0 bits
+    dl = (rng.random((n_db, 4)) < 0.4).astype(np.uint8)
+    ql = (rng.random((n_q, 4)) < 0.4).astype(np.uint8)
+    return qf, df, ql, dl
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_zero_heavy_features_match_reference(seed: int) -> None:
+    data = zero_heavy_data(seed)
+    ks, radii, pks = (1, 20, 150, 400), (0, 1, 2, 3, 6), (5, 150)
+    want = reference_metrics(*data, ks, radii, pks)
+    for full_map in (True, False):
+        got = evaluate_retrieval(*data, ks=ks, radii=radii, precision_ks=pks, full_map=full_map)
+        for key in got:
+            assert got[key] == pytest.approx(want[key], abs=1e-12), (full_map, key)
+
+
+# ----------------------------------------------------------------- top-k by partial selection
+CASES = [  # (data, ks, radii, precision ks): prefixes set by k, by a radius, or neither
+    (lambda: tied_data(0), (1, 7, 50, 299), (0, 1, 2, 3), (1, 10, 100)),
+    (lambda: tied_data(1, multi=False), (13,), (5,), ()),        # radius reaches past k
+    (lambda: tied_data(2, nbits=48), (10, 100), (0, 2), (10,)),  # uint8 2·hamming, sparse
+    (lambda: tied_data(3, nbits=200, n_db=150), (3, 149), (1, 60), (3,)),  # uint16 2·hamming
+    (lambda: zero_heavy_data(2), (1, 5, 399), (0, 1), (17,)),
+    (lambda: tied_data(5, n_labels=70), (9, 40), (1,), (9,)),   # labels in two 64-bit words
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _case_reference(case: int) -> dict[str, float]:
+    make, ks, radii, pks = CASES[case]
+    return reference_metrics(*make(), ks, radii, pks)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("budget", [1, 2**28])  # one query per chunk / one chunk
+def test_prefix_path_is_bit_identical_to_full_sort(case: int, budget: int) -> None:
+    make, ks, radii, pks = CASES[case]
+    data = make()
+    full = evaluate_retrieval(*data, ks=ks, radii=radii, precision_ks=pks, memory_budget=budget)
+    part = evaluate_retrieval(*data, ks=ks, radii=radii, precision_ks=pks, full_map=False,
+                              memory_budget=budget)
+    assert "mAP" not in part and set(full) == {"mAP", *part}
+    assert {key: full[key] for key in part} == part  # exactly, not approximately
+    want = _case_reference(case)
+    for key in full:
+        assert full[key] == pytest.approx(want[key], abs=1e-12), key
+    if ks:
+        assert retrieval_map(*data, k=ks[-1]) == part[f"mAP_at_k={ks[-1]}"]
+    if radii:
+        assert retrieval_map(*data, radius=radii[-1]) == part[f"mAP_at_h={radii[-1]}"]
+
+
+def test_top_k_and_radius_never_sort_the_whole_database(monkeypatch) -> None:
+    """Without the full-list mAP the full sort is not used; with it, it is."""
+    from biohash.metrics import _ranking, retrieval
+
+    def no_full_sort(*args, **kwargs):
+        raise AssertionError("full sort used")
+
+    data = tied_data(8, n_db=600)
+    want = evaluate_retrieval(*data, ks=(5, 50), radii=(0, 2), precision_ks=(10,), full_map=False)
+    prefix_sizes = []
+    real_prefix = _ranking.rank_prefix
+
+    def spy(*args, **kwargs):
+        for words, counts in real_prefix(*args, **kwargs):
+            prefix_sizes.append(len(words))
+            yield words, counts
+
+    monkeypatch.setattr(retrieval, "rank_chunk", no_full_sort)
+    monkeypatch.setattr(retrieval, "rank_prefix", spy)
+    got = evaluate_retrieval(*data, ks=(5, 50), radii=(0, 2), precision_ks=(10,), full_map=False)
+    assert got == want
+    assert retrieval_map(*data, k=50) == want["mAP_at_k=50"]
+    assert retrieval_map(*data, radius=2) == want["mAP_at_h=2"]
+    assert len(prefix_sizes) == 3 * len(data[0]) and 50 <= max(prefix_sizes) < 600
+    with pytest.raises(AssertionError, match="full sort used"):
+        retrieval_map(*data)
+
+
+def test_cutoffs_beyond_the_database_use_the_full_sort() -> None:
+    data = tied_data(9)  # 300 database items, 8 bits
+    want = reference_metrics(*data, (300, 1000), (8, 9), (1000,))
+    got = evaluate_retrieval(*data, ks=(300, 1000), radii=(8, 9), precision_ks=(1000,),
+                             full_map=False)
+    for key in got:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+    assert got["mAP_at_k=1000"] == got["mAP_at_h=8"] == pytest.approx(want["mAP"], abs=1e-12)
+
+
+def test_nothing_to_compute_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="nothing to compute"):
+        evaluate_retrieval(*tied_data(0), ks=(), radii=(), precision_ks=(), full_map=False)

@@ -1,8 +1,9 @@
 """Retrieval metrics: exact h2q definitions, vectorised and memory-bounded.
 
 ``evaluate_retrieval`` computes the whole reported set (mAP, mAP@k, mAP@h,
-P@k) in one pass; ``retrieval_map`` one of them; ``validation_map`` is the
-per-epoch early-stopping metric. Keys follow the old h2q JSON files
+P@k) in one pass; ``retrieval_map`` one of them (top-k and Hamming-radius
+cutoffs rank only the prefix they reach, without a full sort);
+``validation_map`` is the per-epoch early-stopping metric. Keys follow the old h2q JSON files
 (``mAP_at_k=1000``); ``metric_name`` gives their MLflow-safe names.
 NumPy only: importing this package does not import torch.
 """

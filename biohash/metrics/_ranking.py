@@ -1,32 +1,133 @@
 """Exact stable ranking of a database for a chunk of queries (internal).
 
-h2q ranks with ``np.argsort(10·hamming + ||q - d||², kind="stable")`` per
-query. Here a chunk of queries is ranked at once:
+h2q ranks with ``argsort(10·hamming + ||q - d||²)`` per query, hamming =
+``(nbits - q·d) / 2`` on sign codes (a 0 bit counts 1/2 against anything).
+Here a chunk of queries is ranked at once:
 
-1. keys come from two GEMMs: ``||q - d||²`` as one float64 GEMM of augmented
+1. keys come from two GEMMs, both pre-multiplied by a power of two
+   ``scale`` (exact): ``||q - d||²`` as one float64 GEMM of augmented
    matrices ``[-2q, |q|², 1]·[d, 1, |d|²]`` and ``10·hamming`` as one exact
-   float32 GEMM of (scaled) sign codes;
+   float32 GEMM of sign codes;
 2. each key is quantised monotonically into the high bits of an int64 "word"
    whose low bits hold the database index and the relevance bit, so one SIMD
    value sort gives the stable order with relevance carried along;
-3. neighbours whose quantised keys are equal (~1e-11 apart, or exact ties)
-   are re-ordered by the reference's own float64 key (elementwise
-   ``Σ(q - d)²``) and index, so exact ties are broken by index as in the
-   reference even where GEMM rounding differs between equal rows.
+3. neighbours whose quantised keys are less than two bins apart (bins are
+   ~1e-12 to 1e-10 wide: at least 4x the largest possible difference between
+   a GEMM key and the reference's key, see :class:`Packing`) are re-ordered
+   by the reference's own float64 key (elementwise ``10·hamming +
+   Σ(q - d)²``) and index. The result is the reference's stable order
+   exactly, ties included, whatever the GEMM rounding.
+
+Two ways to use this:
+
+* :func:`rank_chunk` sorts every query's whole database (needed for the
+  full-list mAP);
+* :func:`rank_prefix` ranks only the shortest prefix of each ranking that
+  the top-k and Hamming-radius cutoffs need. Hamming dominates the key
+  (consecutive hamming values are 10·0.5 = 5 apart, the distance term is in
+  [0, 4]), so "every item with 2·hamming <= t" is always a prefix of the
+  ranking. Counting the integer 2·hamming values (at most 2·nbits + 1 of
+  them) finds the smallest such t holding the top k in O(N); only those
+  items get keys, relevance and a sort. Keys, words and the run repair are
+  the same as :func:`rank_chunk`'s, and a repaired run never crosses a
+  hamming boundary (keys there are >= 1 apart), so the prefix is exactly
+  the first items of the full ranking.
 
 All large arrays live in a reusable per-chunk workspace: fresh 30 MB arrays
 per chunk would cost more in page faults than the arithmetic.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Prepared", "prepare", "Workspace", "rank_chunk"]
+__all__ = ["Prepared", "prepare", "Packing", "Workspace", "rank_chunk", "rank_prefix",
+           "radius_key"]
 
 _MAGIC = 2.0**52
 _MAGIC_BITS = int(np.array(_MAGIC).view(np.int64))
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Layout of a sort word: quantised key | database index | relevance bit.
+
+    Exactness: a key from the GEMMs and the reference's own float64 key of
+    the same pair differ by less than ``error`` (rounding of two sums of
+    ``nbits + 2`` terms bounded by 4, and of the additions of 10·hamming).
+    Bins are at least ``4·error`` wide, so two items whose GEMM order differs
+    from the reference's order (ties by index included) have quantised keys
+    at most one bin apart, and so has every item sorted between them: the
+    run repair, over neighbours less than two bins apart, puts them all in
+    the reference's order.
+    """
+
+    n_db: int
+    nbits: int
+
+    @property
+    def key_max(self) -> float:
+        """An upper bound of every key: 10·nbits + 4 (plus rounding)."""
+        return 10.0 * self.nbits + 5.0
+
+    @property
+    def error(self) -> float:
+        """Bound of |GEMM key - reference key| (unit roundoff 2**-53)."""
+        return (4.0 * 2 * (self.nbits + 2) + 4.0 * self.key_max) * 2.0**-53
+
+    @property
+    def shift(self) -> int:
+        return max(1, (self.n_db - 1).bit_length()) + 1
+
+    @property
+    def scale(self) -> float:
+        """A power of two (so scaling the GEMM inputs by it is exact) keeping
+        quantised keys below 2**(62 - shift) (no overflow, sign bit free)
+        and below 2**51 (the rounding trick below), with bins (1 / scale)
+        at least 4·error wide."""
+        limit = min(2.0 ** min(62 - self.shift, 51) / self.key_max, 1.0 / (4.0 * self.error))
+        return 2.0 ** math.floor(math.log2(limit))
+
+    def offsets(self, index: np.ndarray) -> np.ndarray:
+        """Per-item constants for :meth:`words_inplace`: ``2·index`` minus the
+        rounding constant's bits moved up by the shift (mod 2**64)."""
+        return index.astype(np.uint64) * np.uint64(2) + np.uint64(
+            -(_MAGIC_BITS << self.shift) % 2**64)
+
+    def words_inplace(self, scaled_key: np.ndarray, offsets: np.ndarray,
+                      rel: np.ndarray) -> np.ndarray:
+        """Words ``round(key·scale) | index | relevance``, in ``scaled_key``'s buffer.
+
+        Adding 2**52 to ``x = key·scale`` (0 <= x < 2**51) leaves round(x)
+        in the low mantissa bits of the float, above the constant bits of
+        2**52; shifting the raw bits left and adding :meth:`offsets` (both
+        wrap mod 2**64) removes that constant and puts the index in. Every
+        step is monotone in x and no float->int conversion pass is needed.
+        """
+        scaled_key += _MAGIC
+        words = scaled_key.view(np.uint64)
+        words <<= np.uint64(self.shift)
+        words += offsets
+        np.bitwise_or(words, rel, out=words)
+        return words.view(np.int64)
+
+    def threshold(self, key: float) -> int:
+        """Words below this have keys quantised below ``key``'s bin."""
+        q = float(np.float64(key) * self.scale + _MAGIC)
+        return (int(np.array(q).view(np.int64)) - _MAGIC_BITS) << self.shift
+
+    def index(self, words: np.ndarray) -> np.ndarray:
+        return (words >> 1) & ((1 << (self.shift - 1)) - 1)
+
+    @staticmethod
+    def relevance(words: np.ndarray) -> np.ndarray:
+        """Relevance bits as bool: the low byte of each little-endian word."""
+        if np.little_endian and words.flags.c_contiguous:
+            return (words.view(np.uint8)[..., ::8] & 1).view(bool)
+        return (words & 1).astype(bool)
 
 
 @dataclass(frozen=True)
@@ -35,18 +136,30 @@ class Prepared:
 
     q_norm: np.ndarray     # (Q, nbits) float64 normalised queries
     u_norm: np.ndarray     # (U, nbits) float64 normalised unique database rows
-    q_gemm: np.ndarray     # (Q, nbits + 2) float64 [-2q, |q|², 1]
+    q_gemm: np.ndarray     # (Q, nbits + 2) float64 scale·[-2q, |q|², 1]
     u_gemm: np.ndarray     # (U, nbits + 2) float64 [d, 1, |d|²]
-    q_ham: np.ndarray      # (Q, B + 1) float32; 10·hamming = q_ham @ u_ham.T exactly
-    u_ham: np.ndarray      # (U, B + 1) float32
+    q_ham: np.ndarray      # (Q, nbits + 1) float32; scale·10·hamming = q_ham @ u_ham.T exactly
+    u_ham: np.ndarray      # (U, nbits + 1) float32
     inverse: np.ndarray | None  # (N,) database row -> unique row; None if all unique
     q_labels: np.ndarray   # (Q, L) float32 0/1
     d_labels: np.ndarray   # (N, L) float32 0/1
-    n_db: int
+    q_label_bits: np.ndarray  # (Q, W) uint64 labels packed 64 to a word
+    d_label_bits: np.ndarray  # (N, W) uint64
+    q_class: np.ndarray | None  # (Q,) the label of one-hot rows; None unless all are one-hot
+    d_class: np.ndarray | None  # (N,)
+    packing: Packing
+
+    @property
+    def n_db(self) -> int:
+        return len(self.d_labels)
 
     @property
     def n_unique(self) -> int:
         return len(self.u_norm)
+
+    @property
+    def nbits(self) -> int:
+        return self.q_norm.shape[1]
 
 
 def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -70,23 +183,39 @@ def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return first, inverse.astype(np.intp)
 
 
-def _hamming_parts(q_codes: np.ndarray, d_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float32 matrices with ``10·hamming = Q @ D.T`` exactly.
+def _hamming_parts(q_codes: np.ndarray, d_codes: np.ndarray,
+                   scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 matrices with ``scale·10·hamming = Q @ D.T`` exactly.
 
-    For ±1 codes hamming = (nbits - q·d)/2. With 0 bits (np.sign of an exact
-    0, which differs from both +1 and -1) hamming = nbits - Σ_v [q=v][d=v]
-    over v in {-1, 0, 1} (one-hot GEMM). All entries are integers < 2**24,
-    so the float32 GEMM is exact; the constant rides along as a column.
+    h2q's hamming is ``(nbits - q·d) / 2`` on codes in {-1, 0, +1}: a 0 bit
+    (``np.sign`` of an exactly-zero component) counts 1/2 against +1, -1 and
+    0 alike. So ``10·hamming = 5·nbits - 5·q·d``; every partial sum is an
+    integer < 2**24 times the power of two ``scale``, so the float32 GEMM is
+    exact. The constant rides along as a column.
     """
     nbits = q_codes.shape[1]
-    if (q_codes != 0).all() and (d_codes != 0).all():
-        q, d, const = -5.0 * q_codes, d_codes, 5.0 * nbits
-    else:
-        def onehot(c: np.ndarray) -> np.ndarray:
-            return np.concatenate([c == -1, c == 0, c == 1], axis=1)
-        q, d, const = -10.0 * onehot(q_codes), onehot(d_codes), 10.0 * nbits
-    return (np.hstack([q, np.full((len(q), 1), const)]).astype(np.float32),
-            np.hstack([d, np.ones((len(d), 1))]).astype(np.float32))
+    q = np.hstack([-5.0 * q_codes, np.full((len(q_codes), 1), 5.0 * nbits)])
+    return ((scale * q).astype(np.float32),
+            np.hstack([d_codes, np.ones((len(d_codes), 1))]).astype(np.float32))
+
+
+def _pack_labels(labels: np.ndarray) -> np.ndarray:
+    """0/1 label rows as bits in uint64 words (N, ceil(L / 64)), column-major
+    so that one word column is contiguous: relevance of a few items is then
+    one gather of 8-byte words and an AND."""
+    bits = np.packbits(np.asarray(labels) != 0, axis=1)  # (N, ceil(L / 8)) uint8
+    pad = -bits.shape[1] % 8
+    words = np.ascontiguousarray(np.pad(bits, ((0, 0), (0, pad)))).view(np.uint64)
+    return np.asfortranarray(words)
+
+
+def _classes(q_labels: np.ndarray, d_labels: np.ndarray) -> tuple[np.ndarray | None, ...]:
+    """Label index of every row if all rows are one-hot (single-label data:
+    relevance is then equality of two integers), else (None, None)."""
+    if not ((q_labels != 0).sum(axis=1) == 1).all() or not ((d_labels != 0).sum(axis=1) == 1).all():
+        return None, None
+    return (np.argmax(q_labels != 0, axis=1).astype(np.int32),
+            np.argmax(d_labels != 0, axis=1).astype(np.int32))
 
 
 def prepare(q_norm: np.ndarray, d_norm: np.ndarray, q_labels: np.ndarray,
@@ -94,130 +223,176 @@ def prepare(q_norm: np.ndarray, d_norm: np.ndarray, q_labels: np.ndarray,
     """Constants for ranking; features already L2-normalised (float64)."""
     first, inverse = _unique_rows(d_norm)
     u_norm = d_norm[first] if inverse is not None else d_norm
-    q_ham, u_ham = _hamming_parts(np.sign(q_norm), np.sign(u_norm))
+    nbits = q_norm.shape[1]
+    pk = Packing(len(d_norm), nbits)
+    q_ham, u_ham = _hamming_parts(np.sign(q_norm), np.sign(u_norm), pk.scale)
     q_sq = np.einsum("ij,ij->i", q_norm, q_norm)[:, None]
     u_sq = np.einsum("ij,ij->i", u_norm, u_norm)[:, None]
+    q_class, d_class = _classes(q_labels, d_labels)
     return Prepared(
         q_norm=q_norm, u_norm=u_norm,
-        q_gemm=np.hstack([-2.0 * q_norm, q_sq, np.ones_like(q_sq)]),
+        q_gemm=pk.scale * np.hstack([-2.0 * q_norm, q_sq, np.ones_like(q_sq)]),
         u_gemm=np.hstack([u_norm, np.ones_like(u_sq), u_sq]),
         q_ham=q_ham, u_ham=u_ham, inverse=inverse,
         q_labels=q_labels.astype(np.float32), d_labels=d_labels.astype(np.float32),
-        n_db=len(d_norm),
+        q_label_bits=_pack_labels(q_labels), d_label_bits=_pack_labels(d_labels),
+        q_class=q_class, d_class=d_class, packing=pk,
     )
+
+
+def _h2_dtype(nbits: int) -> type:
+    """Smallest unsigned type holding 2·hamming (<= 2·nbits)."""
+    return np.uint8 if 2 * nbits <= np.iinfo(np.uint8).max else np.uint16
 
 
 @dataclass
 class Workspace:
-    """Reusable buffers for up to ``rows`` queries (<= 25 bytes per query-item pair)."""
+    """Reusable buffers for up to ``rows`` queries.
+
+    ``full``: buffers for :func:`rank_chunk` (keys, label scores and
+    relevance of every pair); otherwise for :func:`rank_prefix` (2·hamming
+    of every pair; keys and relevance only for the prefix, per query).
+    """
 
     rows: int
     n_db: int
     n_unique: int
-    dist: np.ndarray = field(init=False)   # (rows, U) float64 keys on unique rows
-    ham: np.ndarray = field(init=False)    # (rows, U) float32 10·hamming
-    key: np.ndarray = field(init=False)    # (rows, N) float64 (aliases dist if U == N)
-    score: np.ndarray = field(init=False)  # (rows, N) float32 label overlaps
-    rel: np.ndarray = field(init=False)    # (rows, N) bool
+    nbits: int
+    full: bool = True
+    dist: np.ndarray = field(init=False)   # (rows, U) float64 scaled keys on unique rows
+    ham: np.ndarray = field(init=False)    # (rows, U) float32 scale·10·hamming
+    key: np.ndarray = field(init=False)    # full: (rows, N) float64 (aliases dist if U == N)
+    score: np.ndarray = field(init=False)  # full: (rows, N) float32 label overlaps
+    rel: np.ndarray = field(init=False)    # full: (rows, N) bool
+    h2u: np.ndarray = field(init=False)    # prefix: (rows, U) uint8/16 2·hamming
+    h2: np.ndarray = field(init=False)     # prefix: (rows, N) (aliases h2u if U == N)
 
-    # dist 8 + ham 4 (per unique row) + key/words 8 (only with duplicates) + score 4 + rel 1
-    BYTES_PER_PAIR = 25
+    @staticmethod
+    def bytes_per_pair(full: bool) -> int:
+        """Upper bound of the workspace bytes per query-item pair."""
+        # full: dist 8 + ham 4 + key/words 8 (only with duplicates) + score 4 + rel 1;
+        # prefix: dist 8 + ham 4 + 2·hamming 2 (+ 2 with duplicates)
+        return 25 if full else 16
 
     def __post_init__(self) -> None:
         r, n, u = self.rows, self.n_db, self.n_unique
         self.dist = np.empty((r, u))
         self.ham = np.empty((r, u), dtype=np.float32)
-        self.key = self.dist if u == n else np.empty((r, n))
-        self.score = np.empty((r, n), dtype=np.float32)
-        self.rel = np.empty((r, n), dtype=bool)
+        empty = np.empty((0, 0))
+        if self.full:
+            self.key = self.dist if u == n else np.empty((r, n))
+            self.score = np.empty((r, n), dtype=np.float32)
+            self.rel = np.empty((r, n), dtype=bool)
+            self.h2u = self.h2 = empty
+        else:
+            self.key = self.score = self.rel = empty
+            self.h2u = np.empty((r, u), dtype=_h2_dtype(self.nbits))
+            self.h2 = self.h2u if u == n else np.empty((r, n), dtype=self.h2u.dtype)
 
 
-@dataclass(frozen=True)
-class Packing:
-    """Layout of a sort word: quantised key | database index | relevance bit."""
-
-    n_db: int
-    key_max: float  # an upper bound of every key
-
-    @property
-    def shift(self) -> int:
-        return max(1, (self.n_db - 1).bit_length()) + 1
-
-    @property
-    def scale(self) -> float:
-        # Quantised keys stay below 2**(62 - shift): no overflow, sign bit free.
-        return 2.0 ** (min(62 - self.shift, 51)) / self.key_max
-
-    def quantise_inplace(self, key: np.ndarray) -> np.ndarray:
-        """round(key · scale) as int64, computed in ``key``'s buffer (returned as a view).
-
-        Adding 2**52 leaves round(x) in the low mantissa bits of x + 2**52
-        for 0 <= x < 2**52; both steps are monotone, and no float->int
-        conversion pass is needed.
-        """
-        key *= self.scale
-        key += _MAGIC
-        q = key.view(np.int64)
-        q -= _MAGIC_BITS
-        return q
-
-    def threshold(self, key: float) -> int:
-        """Words below this have keys quantised below ``key``'s bin."""
-        return int(self.quantise_inplace(np.array([key], dtype=np.float64))[0]) << self.shift
-
-    def index(self, words: np.ndarray) -> np.ndarray:
-        return (words >> 1) & ((1 << (self.shift - 1)) - 1)
-
-    @staticmethod
-    def relevance(words: np.ndarray) -> np.ndarray:
-        """Relevance bits as bool: the low byte of each little-endian word."""
-        if np.little_endian and words.flags.c_contiguous:
-            return (words.view(np.uint8)[..., ::8] & 1).view(bool)
-        return (words & 1).astype(bool)
+def radius_key(radius: int) -> float:
+    """A key between hamming <= radius (keys <= 10·radius + 4) and
+    hamming >= radius + 1/2 (keys >= 10·radius + 5)."""
+    return 10.0 * radius + 4.5
 
 
 def _exact_keys(p: Prepared, query: int, items: np.ndarray) -> np.ndarray:
     """The reference's float64 keys, elementwise: 10·hamming + Σ(q - d)²."""
     q = p.q_norm[query]
     d = p.u_norm[items if p.inverse is None else p.inverse[items]]
-    ham = np.count_nonzero(np.sign(d) != np.sign(q), axis=1)
+    ham = 0.5 * (p.nbits - np.sign(d) @ np.sign(q))
     return 10 * ham + np.sum((d - q) ** 2, axis=1)
 
 
-def _repair_runs(p: Prepared, pk: Packing, query: int, row: np.ndarray,
-                 cols: np.ndarray) -> None:
-    """Re-sort each run of equal quantised keys (``cols``: run starts of
-    adjacent equal pairs) by (exact key, index), in place."""
+def _repair_row(p: Prepared, query: int, row: np.ndarray) -> None:
+    """Re-sort each run of close quantised keys of a sorted row by (exact
+    key, index), in place (see :class:`Packing` for why this is exact).
+
+    A run is a maximal stretch of neighbours whose words differ by less
+    than two bins (``2**(shift + 1)``): every pair one bin apart or in the
+    same bin, and some two bins apart (re-sorting those too is harmless).
+    """
+    pk = p.packing
+    near = np.subtract(row[1:], row[:-1]) < (2 << pk.shift)
+    if not near.any():
+        return
+    cols = np.flatnonzero(near)  # run starts of close neighbour pairs
     for run in np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1):
         seg = row[run[0]:run[-1] + 2]
         idx = pk.index(seg)
         seg[:] = seg[np.lexsort((idx, _exact_keys(p, query, idx)))]
 
 
-def rank_chunk(p: Prepared, pk: Packing, ws: Workspace, start: int, stop: int) -> np.ndarray:
+def _chunk_gemms(p: Prepared, ws: Workspace, start: int,
+                 stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """``scale·||q - d||²`` and ``scale·10·hamming`` of queries ``start:stop``
+    against the unique database rows.
+
+    The distance is not clamped at 0: GEMM rounding dips below it only by
+    ~1e-16 (when q == d), which the quantisation rounds to 0 anyway.
+    """
+    n = stop - start
+    dist, ham = ws.dist[:n], ws.ham[:n]
+    np.matmul(p.q_gemm[start:stop], p.u_gemm.T, out=dist)  # (n, U)
+    np.matmul(p.q_ham[start:stop], p.u_ham.T, out=ham)      # (n, U)
+    return dist, ham
+
+
+def rank_chunk(p: Prepared, ws: Workspace, start: int, stop: int) -> np.ndarray:
     """Sorted words (n, N) for queries ``start:stop`` (a view into ``ws``)."""
     n = stop - start
-    dist, ham, key = ws.dist[:n], ws.ham[:n], ws.key[:n]
-    score, rel = ws.score[:n], ws.rel[:n]
-    np.matmul(p.q_gemm[start:stop], p.u_gemm.T, out=dist)  # ||q - d||²
-    np.maximum(dist, 0.0, out=dist)  # rounding can dip below 0 when q == d
-    np.matmul(p.q_ham[start:stop], p.u_ham.T, out=ham)
-    dist += ham                                              # + 10·hamming
+    key, rel = ws.key[:n], ws.rel[:n]
+    dist, ham = _chunk_gemms(p, ws, start, stop)
+    dist += ham                                              # scale·(dist + 10·hamming)
     if p.inverse is not None:
         np.take(dist, p.inverse, axis=1, out=key)
-    np.matmul(p.q_labels[start:stop], p.d_labels.T, out=score)
-    np.greater(score, 0.0, out=rel)                          # relevance
-    words = pk.quantise_inplace(key)                         # monotone, in key's buffer
-    words <<= pk.shift
-    words |= np.arange(0, 2 * p.n_db, 2, dtype=np.int64)     # index, then relevance bit
-    np.bitwise_or(words, rel, out=words)
+    if p.d_class is not None:                                # one-hot: same label
+        np.equal(p.q_class[start:stop, None], p.d_class, out=rel)
+    else:
+        score = ws.score[:n]
+        np.matmul(p.q_labels[start:stop], p.d_labels.T, out=score)
+        np.greater(score, 0.0, out=rel)
+    words = p.packing.words_inplace(key, p.packing.offsets(np.arange(p.n_db)), rel)
     words.sort(axis=1)
-    # Equal quantised keys sit in index order; repair runs whose exact keys
-    # disagree (or tie). Neighbours share the quantised key iff their words
-    # agree above the shift, i.e. XOR < 2**shift. Row by row: small
-    # temporaries are recycled by the allocator.
+    # Row by row: small temporaries are recycled by the allocator.
     for r, row in enumerate(words):
-        near = np.bitwise_xor(row[1:], row[:-1]) < (1 << pk.shift)
-        if near.any():
-            _repair_runs(p, pk, start + r, row, np.flatnonzero(near))
+        _repair_row(p, start + r, row)
     return words
+
+
+def rank_prefix(p: Prepared, ws: Workspace, start: int, stop: int, *,
+                depth: int, radius2: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per query of ``start:stop``: (sorted words of a ranking prefix, counts).
+
+    The prefix is every item with ``2·hamming <= t`` for the smallest ``t >=
+    radius2`` that holds at least ``depth`` items (``depth <= N``); its words
+    equal the first words of :func:`rank_chunk`'s row. ``counts[t]`` = number
+    of items with ``2·hamming <= t`` (t = 0 .. 2·nbits): the length of the
+    ranking prefix within Hamming radius t/2.
+    """
+    n = stop - start
+    dist, ham = _chunk_gemms(p, ws, start, stop)
+    h2 = ws.h2u[:n]
+    # 2·hamming; exact: integer quotients of a power-of-two multiple
+    np.divide(ham, np.float32(5.0 * p.packing.scale), out=h2, casting="unsafe")
+    if p.inverse is not None:
+        h2 = np.take(h2, p.inverse, axis=1, out=ws.h2[:n])
+    n_values = 2 * p.nbits + 1
+    for r in range(n):
+        counts = np.cumsum(np.bincount(h2[r], minlength=n_values))
+        # smallest t with counts[t] >= depth, and never below the radius
+        t = min(max(int(np.searchsorted(counts, depth)), radius2), n_values - 1)
+        items = np.flatnonzero(h2[r] <= t)                  # ascending database index
+        rows = items if p.inverse is None else p.inverse[items]
+        key = dist[r, rows]                                 # same float ops as rank_chunk
+        key += ham[r, rows]
+        if p.d_class is not None:
+            rel = p.d_class[items] == p.q_class[start + r]
+        elif p.d_label_bits.shape[1] == 1:                  # <= 64 labels: one word each
+            rel = np.bitwise_and(p.d_label_bits[:, 0][items], p.q_label_bits[start + r, 0]) != 0
+        else:
+            rel = (p.d_label_bits[items] & p.q_label_bits[start + r]).any(axis=1)  # (c, W)
+        words = p.packing.words_inplace(key, p.packing.offsets(items), rel)
+        words.sort()
+        _repair_row(p, start + r, words)
+        yield words, counts

@@ -5,8 +5,10 @@ compatibility with published numbers):
 
 * features are L2-normalised (a zero row stays zero instead of NaN) and the
   hash code is ``np.sign`` of them, so an exactly-zero component gives a 0 bit;
-* Hamming distance = number of positions where two codes differ (for ±1 codes
-  ``(nbits - q·d) / 2``; a 0 differs from both +1 and -1);
+* Hamming distance = ``(nbits - q·d) / 2`` of the codes, exactly h2q's
+  ``calc_hammingDist``: the number of differing positions for ±1 codes, and
+  a 0 bit counts 1/2 whatever the other code holds (+1, -1 or 0). Zero bits
+  only arise from feature components that are exactly 0;
 * ranking key = ``10 * hamming + ||q - d||²`` of the normalised features
   (the second term is <= 4, so it only breaks Hamming ties), ascending, ties
   broken by database index (a stable argsort);
@@ -19,23 +21,29 @@ compatibility with published numbers):
 
 h2q ranks the database once per query with a float64 argsort (minutes at
 ImageNet scale). Here queries are processed in chunks whose buffers are
-sized from ``memory_budget`` and reused (see ``_ranking``); each chunk is
-sorted ONCE, exactly in the reference's stable order, and every metric is
-read off the sorted positions of the relevant items. Chunks run on up to
-four threads (NumPy's sort, ufuncs and BLAS release the GIL).
+sized from ``memory_budget`` and reused (see ``_ranking``), and every metric
+is read off the ranked positions of the relevant items, exactly in the
+reference's stable order. When the full-list mAP is asked for, each chunk's
+rankings are sorted once in full. Otherwise (top-k and radius cutoffs only,
+e.g. ``retrieval_map(k=5000)``) only the ranking prefix the cutoffs reach is
+selected in O(N), by counting the integer 2·hamming values, and sorted; the
+values are bit-identical to the full sort's. Chunks run on up to four
+threads (NumPy's sort, ufuncs and BLAS release the GIL); per-query values
+are summed once at the end, so results do not depend on the chunking.
 
 Exactness: keys come from GEMMs, so they can differ from the reference's
-elementwise float64 keys in the last bits. Keys closer than ~1e-11 (and all
-exact ties, e.g. duplicate database rows) are re-ordered with the
-reference's own arithmetic; two different keys that straddle a ~1e-11
-quantisation boundary within ~1e-15 of each other could still swap, but
-only if they also differ in relevance; for real-valued network outputs this
-is vanishingly rare (the reference's own ordering of such keys is rounding
-noise too).
+elementwise float64 keys in the last bits (by less than a proven bound,
+~3e-13 at 64 bits). Keys closer than a few times that bound (and all exact
+ties, e.g. duplicate database rows or integer-valued features) are
+re-ordered with the reference's own arithmetic, so the ranking is the
+reference's stable ranking exactly, ties broken by database index.
+(h2q's own ``np.argsort`` was not stable: its order of exactly tied keys
+was an artefact of the sort algorithm.)
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import re
@@ -45,7 +53,8 @@ from typing import Sequence
 import numpy as np
 
 from biohash.errors import ConfigError, DataError
-from biohash.metrics._ranking import Packing, Prepared, Workspace, prepare, rank_chunk
+from biohash.metrics._ranking import (Prepared, Workspace, prepare, radius_key, rank_chunk,
+                                      rank_prefix)
 
 __all__ = ["retrieval_map", "evaluate_retrieval", "metric_name", "headline_key",
            "normalize_features", "hash_codes", "KS", "RADII", "PRECISION_KS", "REPORTED_METRICS"]
@@ -146,31 +155,61 @@ def _prepare(qf, df, ql, dl) -> Prepared:
 
 
 # --------------------------------------------------------------------------- metrics
-def _chunk_metrics(p: Prepared, pk: Packing, ws: Workspace, start: int, stop: int,
-                   cutoffs: np.ndarray, thresholds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """AP and relevant counts (n, n_cut) of queries ``start:stop``.
+def _row_ap(rel: np.ndarray, lengths: np.ndarray, ranks: np.ndarray, ap: np.ndarray,
+            n_rel: np.ndarray) -> None:
+    """AP and relevant counts of one ranked row at each cutoff length, into ``ap``/``n_rel``.
 
-    ``cutoffs``: list lengths of the fixed cutoffs (full list, top-k's); the
+    ``rel``: relevance in ranked order (the whole list or a prefix at least
+    as long as every length). Only the relevant items' positions are used,
+    so a prefix gives bit-identical values to the whole list. ``ranks``:
+    1.0, 2.0, ... N as float64 (shared, so no per-row int->float passes).
+    """
+    found = np.flatnonzero(rel)  # 0-based positions of the relevant items
+    n_rel[:] = np.searchsorted(found, lengths)  # relevant items at positions <= length
+    if len(found):
+        # precision at the i-th relevant item = i / position_i, summed cumulatively
+        csum = ranks[:len(found)] / ranks[found]
+        np.cumsum(csum, out=csum)
+        hit = n_rel > 0
+        ap[hit] = csum[n_rel[hit] - 1] / n_rel[hit]
+
+
+def _chunk_full(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.ndarray,
+                radii: Sequence[int], ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AP and relevant counts (n, n_cut) of queries ``start:stop`` from full rankings.
+
+    ``fixed``: list lengths of the fixed cutoffs (full list, top-k's); the
     radius cutoffs' lengths (items within the radius: a prefix of the
     ranking, since 10·hamming dominates the key) are found per query by
-    searching the sorted words for ``thresholds``.
+    searching the sorted words.
     """
-    words = rank_chunk(p, pk, ws, start, stop)
-    rel = pk.relevance(words)
-    n_cut = len(cutoffs) + len(thresholds)
-    ap = np.zeros((len(words), n_cut))
-    n_rel = np.zeros((len(words), n_cut), dtype=np.int64)
-    lengths = np.empty(n_cut, dtype=np.int64)
-    lengths[:len(cutoffs)] = cutoffs
+    words = rank_chunk(p, ws, start, stop)
+    rel = p.packing.relevance(words)
+    thresholds = [p.packing.threshold(radius_key(h)) for h in radii]
+    ap = np.zeros((len(words), len(fixed) + len(radii)))
+    n_rel = np.zeros(ap.shape, dtype=np.int64)
+    lengths = np.empty(ap.shape[1], dtype=np.int64)
+    lengths[:len(fixed)] = fixed
     for r, row in enumerate(words):
-        positions = np.flatnonzero(rel[r]) + 1  # 1-based ranks of the relevant items
-        lengths[len(cutoffs):] = np.searchsorted(row, thresholds)
-        n_rel[r] = np.searchsorted(positions, lengths, side="right")
-        if len(positions):
-            # precision at the i-th relevant item = i / position_i, summed cumulatively
-            csum = np.cumsum(np.arange(1, len(positions) + 1) / positions)
-            hit = n_rel[r] > 0
-            ap[r, hit] = csum[n_rel[r, hit] - 1] / n_rel[r, hit]
+        lengths[len(fixed):] = np.searchsorted(row, thresholds)
+        _row_ap(rel[r], lengths, ranks, ap[r], n_rel[r])
+    return ap, n_rel
+
+
+def _chunk_prefix(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.ndarray,
+                  radii: Sequence[int], ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`_chunk_full` for top-k and radius cutoffs only, from ranking
+    prefixes (``_ranking.rank_prefix``): O(N) selection instead of a sort."""
+    ap = np.zeros((stop - start, len(fixed) + len(radii)))
+    n_rel = np.zeros(ap.shape, dtype=np.int64)
+    lengths = np.empty(ap.shape[1], dtype=np.int64)
+    lengths[:len(fixed)] = fixed
+    radius2 = [min(2 * h, 2 * p.nbits) for h in radii]  # 2·hamming bound of each radius
+    prefixes = rank_prefix(p, ws, start, stop, depth=int(max(fixed, default=0)),
+                           radius2=max(radius2, default=0))
+    for r, (words, counts) in enumerate(prefixes):
+        lengths[len(fixed):] = counts[radius2]
+        _row_ap(p.packing.relevance(words), lengths, ranks, ap[r], n_rel[r])
     return ap, n_rel
 
 
@@ -192,71 +231,96 @@ def _evaluate(query_features, db_features, query_labels, db_labels, *, full: boo
     ks = [_check_cutoff("k", k, 1) for k in ks]
     precision_ks = [_check_cutoff("precision k", k, 1) for k in precision_ks]
     radii = [_check_cutoff("radius", h, 0) for h in radii]
+    _check_cutoff("memory_budget", memory_budget, 1)
+    if not (full or ks or radii or precision_ks):
+        raise ConfigError("nothing to compute: full_map=False and no ks, radii or precision_ks")
     p = _prepare(query_features, db_features, query_labels, db_labels)
-    nbits = p.q_norm.shape[1]
-    pk = Packing(p.n_db, key_max=10.0 * nbits + 5.0)
-    # hamming <= h  <=>  key < 10·h + 7 (keys of one hamming value lie in [10h, 10h + 4]).
-    thresholds = [pk.threshold(10.0 * h + 7.0) for h in radii]
     all_ks = sorted(set(ks) | set(precision_ks))
-    cutoffs = np.array([p.n_db] + [min(k, p.n_db) for k in all_ks], dtype=np.int64)
+    cut_ks = [min(k, p.n_db) for k in all_ks]  # a cutoff beyond the database is the database
+    # The prefix path pays off only when its prefixes can be shorter than the database.
+    prefix = not full and max(cut_ks, default=0) < p.n_db and max(radii, default=0) < p.nbits
+    fixed = np.array(cut_ks if prefix else [p.n_db, *cut_ks], dtype=np.int64)
+    chunk = _chunk_prefix if prefix else _chunk_full
     n_q = len(p.q_norm)
     workers = max(1, min(workers or os.cpu_count() or 1, _MAX_WORKERS))
     if n_q * p.n_db < _MIN_PAIRS_PER_WORKER * workers:
         workers = 1  # small (e.g. per-epoch validation): threads cost more than they save
-    rows = max(1, min(-(-n_q // workers),
-                      memory_budget // (workers * Workspace.BYTES_PER_PAIR * p.n_db)))
+    pair_bytes = Workspace.bytes_per_pair(full=not prefix)
+    rows = max(1, min(-(-n_q // workers), memory_budget // (workers * pair_bytes * p.n_db)))
     spans = [(s, min(s + rows, n_q)) for s in range(0, n_q, rows)]
+    ranks = np.arange(1.0, p.n_db + 1.0)
     spaces = queue.SimpleQueue()
     for _ in range(min(workers, len(spans))):
-        spaces.put(Workspace(rows, p.n_db, p.n_unique))
+        spaces.put(Workspace(rows, p.n_db, p.n_unique, p.nbits, full=not prefix))
 
     def run(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         ws = spaces.get()  # one workspace per running task: bounded memory
         try:
-            return _chunk_metrics(p, pk, ws, *span, cutoffs, thresholds)
+            return chunk(p, ws, *span, fixed, radii, ranks)
         finally:
             spaces.put(ws)
 
-    ap_sum = np.zeros(len(cutoffs) + len(radii))
-    prec_sum = np.zeros(len(all_ks))
+    # Per-query values, summed once at the end: results do not depend on
+    # the chunking, so both paths give bit-identical metrics.
+    ap = np.zeros((n_q, len(fixed) + len(radii)))
+    n_rel = np.zeros(ap.shape, dtype=np.int64)
     # NumPy's sort, ufuncs and BLAS release the GIL, so threads overlap chunks.
     with _single_threaded_blas(workers > 1), ThreadPoolExecutor(max_workers=workers) as pool:
-        for ap, n_rel in (pool.map(run, spans) if workers > 1 else map(run, spans)):
-            ap_sum += ap.sum(axis=0)
-            prec_sum += (n_rel[:, 1:len(cutoffs)] / cutoffs[1:]).sum(axis=0)
+        for (s, e), (ap_c, n_rel_c) in zip(spans, pool.map(run, spans) if workers > 1
+                                           else map(run, spans)):
+            ap[s:e], n_rel[s:e] = ap_c, n_rel_c
+
+    return _results(ap, n_rel, fixed, full=full, ks=ks, all_ks=all_ks, radii=radii,
+                    precision_ks=precision_ks)
+
+
+def _results(ap: np.ndarray, n_rel: np.ndarray, fixed: np.ndarray, *, full: bool,
+             ks: Sequence[int], all_ks: Sequence[int], radii: Sequence[int],
+             precision_ks: Sequence[int]) -> dict[str, float]:
+    """Means over queries of the per-query columns: [full list if ``full``]
+    + ``all_ks`` (lengths ``fixed``) + ``radii``, under h2q's keys."""
+    def mean(values: np.ndarray) -> float:
+        return math.fsum(values) / len(ap)  # exactly rounded: independent of summation order
+
     out: dict[str, float] = {}
+    first_k = len(fixed) - len(all_ks)  # column of the first top-k cutoff
     if full:
-        out["mAP"] = float(ap_sum[0] / n_q)
-    for j, k in enumerate(all_ks, start=1):
+        out["mAP"] = mean(ap[:, 0])
+    for j, k in enumerate(all_ks, start=first_k):
         if k in ks:
-            out[f"mAP_at_k={k}"] = float(ap_sum[j] / n_q)
-    for j, h in enumerate(radii, start=len(cutoffs)):
-        out[f"mAP_at_h={h}"] = float(ap_sum[j] / n_q)
-    for j, k in enumerate(all_ks):
+            out[f"mAP_at_k={k}"] = mean(ap[:, j])
+    for j, h in enumerate(radii, start=len(fixed)):
+        out[f"mAP_at_h={h}"] = mean(ap[:, j])
+    for j, k in enumerate(all_ks, start=first_k):
         if k in precision_ks:
-            out[f"P_at_k={k}"] = float(prec_sum[j] / n_q)
+            out[f"P_at_k={k}"] = mean(n_rel[:, j] / fixed[j])
     return out
 
 
 def evaluate_retrieval(query_features: np.ndarray, db_features: np.ndarray,
                        query_labels: np.ndarray, db_labels: np.ndarray, *,
                        ks: Sequence[int] = KS, radii: Sequence[int] = RADII,
-                       precision_ks: Sequence[int] = PRECISION_KS,
+                       precision_ks: Sequence[int] = PRECISION_KS, full_map: bool = True,
                        memory_budget: int = _DEFAULT_MEMORY_BUDGET) -> dict[str, float]:
     """Every retrieval metric in one pass over query chunks, h2q's JSON keys.
 
-    Returns ``{"mAP", "mAP_at_k=<k>" for ks, "mAP_at_h=<h>" for radii,
-    "P_at_k=<k>" for precision_ks}`` (see the module docstring for the exact
-    definitions). Features are raw hash-layer outputs (N x nbits, any float
-    dtype); labels are 0/1 multi-hot (N x L, any numeric dtype).
-    ``memory_budget`` (bytes) bounds the per-chunk working set.
+    Returns ``{"mAP" (if full_map), "mAP_at_k=<k>" for ks, "mAP_at_h=<h>"
+    for radii, "P_at_k=<k>" for precision_ks}`` (see the module docstring
+    for the exact definitions). Features are raw hash-layer outputs
+    (N x nbits, any float dtype); labels are 0/1 multi-hot (N x L, any
+    numeric dtype). ``memory_budget`` (bytes) bounds the per-chunk working
+    set.
+
+    The full-list ``mAP`` needs every query's whole database sorted; without
+    it (``full_map=False``) only the ranking prefix the cutoffs reach is
+    selected and sorted, with bit-identical values.
 
     Raises:
         ConfigError: mismatched shapes, empty arrays, non-0/1 labels,
-            k < 1 or radius < 0.
+            k < 1 or radius < 0 (or not integers), nothing to compute.
         DataError: features containing NaN or inf.
     """
-    return _evaluate(query_features, db_features, query_labels, db_labels, full=True,
+    return _evaluate(query_features, db_features, query_labels, db_labels, full=full_map,
                      ks=ks, radii=radii, precision_ks=precision_ks,
                      memory_budget=memory_budget)
 
@@ -266,6 +330,9 @@ def retrieval_map(query_features: np.ndarray, db_features: np.ndarray,
                   k: int | None = None, radius: int | None = None) -> float:
     """mAP over the full ranking, the top ``k``, or the items within Hamming
     ``radius`` (at most one of ``k`` / ``radius``); h2q's definition.
+
+    With ``k`` or ``radius`` only the ranking prefix they reach is sorted
+    (see :func:`evaluate_retrieval`).
 
     Raises the same errors as :func:`evaluate_retrieval`; giving both ``k``
     and ``radius`` is a ConfigError.
