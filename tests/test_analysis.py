@@ -8,7 +8,8 @@ import pyarrow.fs as pafs
 import pytest
 from PIL import Image
 
-from biohash.analysis import best_configs, compare, paper_table, render
+from biohash.analysis import (best_configs, compare, paper_table, published_table, render,
+                              vs_published)
 from biohash.analysis.plots import PLOTS, plot
 from biohash.cli import main
 from biohash.config import TrialConfig
@@ -156,3 +157,118 @@ def test_cli_subprocess_help():
     out = subprocess.run([sys.executable, "-m", "biohash.cli", "results", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "sync-mlflow" in out.stdout
+
+
+# ------------------------------------------------------------ vs published
+def _published_fixture(root, sweep: str) -> None:
+    """Trials of the h2q-table kind, with scores and val scores chosen per case.
+
+    (config overrides, seed scores, seed val scores[, seed val mAP@1000 for ImageNet]).
+    """
+    vgg = dict(exp="rotation_experiment", arch="vgg16", mode="bp", ep=100, pt=20)
+    hashnet = dict(vgg, loss="HashNet", bs=256, no_cube=True, penalty=0.0)
+    hyp2 = dict(vgg, loss="HyP2", bs=100, no_cube=True)
+    dpsh = dict(vgg, loss="DPSH", bs=128)
+    cases = [
+        # HashNet, CIFAR_10, 16 bits: published 85.7
+        (dict(hashnet, db="CIFAR_10", nbits=16), [0.860, 0.870], [0.5, 0.5]),
+        # the same run under a bio rule: its own row, same published number
+        (dict(hashnet, db="CIFAR_10", nbits=16, arch="bio-vgg16", mode="fa"), [0.70, 0.72],
+         [0.5, 0.5]),
+        # DPSH (+λ), CIFAR_10, 16 bits (published 86.4): λ 0.1 has the best query score,
+        # λ 0.01 the best val mAP: λ 0.01 is reported
+        (dict(dpsh, db="CIFAR_10", nbits=16, penalty=1.0), [0.80, 0.82], [0.70, 0.70]),
+        (dict(dpsh, db="CIFAR_10", nbits=16, penalty=0.1), [0.90, 0.92], [0.60, 0.60]),
+        (dict(dpsh, db="CIFAR_10", nbits=16, penalty=0.01), [0.85, 0.87], [0.75, 0.77]),
+        # ImageNet selects on val mAP@1000 (published 74.0 at 64 bits), not mAP@5000
+        (dict(dpsh, db="ImageNet", nbits=64, penalty=1.0), [0.70, 0.70], [0.9, 0.9], [0.5, 0.5]),
+        (dict(dpsh, db="ImageNet", nbits=64, penalty=0.1), [0.76, 0.78], [0.1, 0.1], [0.6, 0.6]),
+        # HyP2 (λ=0): h2q's -penalty 1.25, 0.75 on NUS_WIDE; other values are not the method
+        (dict(hyp2, db="CIFAR_10", nbits=32, penalty=1.25), [0.850, 0.856], [0.5, 0.5]),
+        (dict(hyp2, db="CIFAR_10", nbits=32, penalty=0.5), [0.99, 0.99], [0.9, 0.9]),
+        (dict(hyp2, db="NUS_WIDE", nbits=32, penalty=0.75), [0.850, 0.860], [0.5, 0.5]),
+        (dict(hyp2, db="NUS_WIDE", nbits=32, penalty=1.25), [0.99, 0.99], [0.9, 0.9]),
+        # never compared: another arch, DPSH without λ or with -no_cube, an extra L2
+        # penalty, a code length or dataset the paper has no number for
+        (dict(hashnet, db="CIFAR_10", nbits=16, arch="alexnet"), [0.99, 0.99], [0.9, 0.9]),
+        (dict(dpsh, db="CIFAR_10", nbits=16, penalty=0.0, no_cube=True), [0.99, 0.99], [0.9, 0.9]),
+        (dict(dpsh, db="CIFAR_10", nbits=16, penalty=0.1, no_cube=True), [0.99, 0.99], [0.9, 0.9]),
+        (dict(dpsh, db="CIFAR_10", nbits=16, penalty=0.1, L2_penalty=0.01), [0.99, 0.99],
+         [0.9, 0.9]),
+        (dict(hashnet, db="CIFAR_10", nbits=24), [0.99, 0.99], [0.9, 0.9]),
+        (dict(hashnet, db="DIGITS", nbits=16), [0.99, 0.99], [0.9, 0.9]),
+    ]
+    fs = pafs.LocalFileSystem()
+    for overrides, scores, vals, *val_1000 in cases:
+        for seed, (score, val) in enumerate(zip(scores, vals)):
+            cfg = TrialConfig(**overrides, seed=seed)
+            final = {"status": "finished", "score": score, **{k: 0.0 for k in FINAL_METRICS},
+                     "val/mAP_at_5000": val,
+                     "val/mAP_at_1000": val_1000[0][seed] if val_1000 else val}
+            write_table(fs, f"{root}/{sweep}/results/trials/{cfg.trial_id}.parquet",
+                        trials_table([trial_row(sweep, cfg, final, code_version="t")]))
+
+
+@pytest.fixture(scope="module")
+def published_storage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("published")
+    _published_fixture(root, "h2q")
+    return root
+
+
+def test_published_table_is_the_papers():
+    table = published_table()
+    assert len(table) == 3 * 4 * 4 and list(table.columns) == [
+        "method", "db", "nbits", "metric", "value"]
+    cell = table.set_index(["method", "db", "nbits"])
+    assert cell.loc[("HashNet", "CIFAR_10", 16), "value"] == 85.7
+    assert cell.loc[("HyP2 (λ=0)", "MS_COCO", 48), "value"] == 82.6
+    assert cell.loc[("DPSH (+λ)", "ImageNet", 64), "value"] == 74.0
+    assert set(table[table["db"] == "ImageNet"]["metric"]) == {"mAP_at_1000"}
+    assert set(table[table["db"] != "ImageNet"]["metric"]) == {"mAP_at_5000"}
+
+
+def test_vs_published_means_diffs_and_lambda_selection(published_storage):
+    table = vs_published(load_results([published_storage / "h2q"]))
+    got = {(r.method, r.arch, r.rule, r.db, r.nbits): r for r in table.itertuples()}
+    assert list(got) == [  # paper order; excluded trials left out
+        ("HashNet", "vgg16", "bp", "CIFAR_10", 16),
+        ("HashNet", "bio-vgg16", "fa", "CIFAR_10", 16),
+        ("HyP2 (λ=0)", "vgg16", "bp", "CIFAR_10", 32),
+        ("HyP2 (λ=0)", "vgg16", "bp", "NUS_WIDE", 32),
+        ("DPSH (+λ)", "vgg16", "bp", "CIFAR_10", 16),
+        ("DPSH (+λ)", "vgg16", "bp", "ImageNet", 64)]
+    hashnet = got[("HashNet", "vgg16", "bp", "CIFAR_10", 16)]
+    assert (hashnet.mean, hashnet.std, hashnet.published) == pytest.approx((86.5, 0.7071068, 85.7))
+    assert hashnet.diff == pytest.approx(0.8) and hashnet.n_seeds == 2
+    bio = got[("HashNet", "bio-vgg16", "fa", "CIFAR_10", 16)]
+    assert (bio.mean, bio.published, bio.diff) == pytest.approx((71.0, 85.7, -14.7))
+    dpsh = got[("DPSH (+λ)", "vgg16", "bp", "CIFAR_10", 16)]  # best val, not best query score
+    assert (dpsh.penalty, dpsh.mean, dpsh.val, dpsh.diff) == pytest.approx((0.01, 86.0, 76.0, -0.4))
+    imagenet = got[("DPSH (+λ)", "vgg16", "bp", "ImageNet", 64)]
+    assert (imagenet.penalty, imagenet.mean, imagenet.diff) == pytest.approx((0.1, 77.0, 3.0))
+    assert got[("HyP2 (λ=0)", "vgg16", "bp", "CIFAR_10", 32)].penalty == 1.25
+    nus = got[("HyP2 (λ=0)", "vgg16", "bp", "NUS_WIDE", 32)]
+    assert (nus.penalty, nus.mean, nus.diff) == pytest.approx((0.75, 85.5, 0.0))
+
+
+def test_vs_published_needs_a_matching_trial(storage):
+    with pytest.raises(ResultsError, match="no finished trial stands for a published cell"):
+        vs_published(load_results([storage / "a"]))  # alexnet / DSH trials only
+
+
+def test_cli_table_vs_published(published_storage, capsys):
+    s = ["--storage", str(published_storage)]
+    assert main(["results", "table", "h2q", *s, "--vs-published"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("| method | arch | rule | db | nbits | ours | published | diff | n_seeds "
+                        "| penalty | val |")
+    assert "| HashNet | vgg16 | bp | CIFAR_10 | 16 | 86.5 ± 0.7 | 85.7 | +0.8 | 2 | 0 | 50.0 |" \
+        in lines
+    assert main(["results", "table", "h2q", *s, "--vs-published", "--format", "csv"]) == 0
+    csv_lines = capsys.readouterr().out.splitlines()
+    assert "DPSH (+λ),vgg16,bp,CIFAR_10,16,86.0 ± 1.4,86.4,-0.4,2,0.01,76.0" in csv_lines
+    assert main(["results", "table", "h2q", *s, "--vs-published", "--format", "latex"]) == 0
+    assert "HyP2 ($\\lambda$=0)" in capsys.readouterr().out
+    assert main(["results", "table", "h2q", *s, "--vs-published", "--metric", "val/mAP"]) == 2
+    assert "--vs-published compares the score" in capsys.readouterr().err

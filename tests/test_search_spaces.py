@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from biohash.config import TrialConfig, parse_bio_scope
+from biohash.config import TrialConfig, base_arch, parse_bio_scope
 from biohash.errors import ConfigError
 from biohash.search_spaces import (SPACES, SearchSpace, load_space, plan, to_param_space,
                                    trial_gpu_seconds)
+from biohash.search_spaces.plan import PRECISION_SLOWDOWN
 
-SHIPPED = ["demo", "hybrid", "paper-grid", "seed-bioexp"]
+SHIPPED = ["demo", "h2q-table", "hybrid", "paper-grid", "seed-bioexp"]
 
 
 def space(raw, name="t"):
@@ -62,24 +63,66 @@ def test_seed_bioexp_reproduces_the_fork_run_names():
     assert {c.exp for c in cfgs} == {"bioexp"}
 
 
-def test_paper_grid_count_follows_its_definition():
+#: h2q's run_QS.sh, per dataset and arch: (loss, bs, wd, no_cube, penalties), one entry per
+#: block of the script; every block: lr 1e-5, 100 epochs, patience 20, Adam.
+RUN_QS = [("HyP2", 100, 5e-4, True, (0.5, 0.75, 1.0, 1.25)), ("WGLHH", 64, 1e-4, True, (0.0,)),
+          ("HashNet", 256, 5e-4, True, (0.0,)), ("DCH", 256, 5e-4, True, (0.0,)),
+          ("DHN", 64, 5e-4, True, (0.0,)), ("WGLHH", 64, 1e-4, False, (0.001,)),
+          ("DCH", 256, 5e-4, False, (1e-5, 1e-3, 0.1)), ("DHN", 64, 5e-4, False, (1e-5, 1e-3, 0.1)),
+          ("CEL", 128, 5e-4, True, (0.0,)), ("DPSH", 128, 5e-4, True, (0.0,)),
+          ("DPSH", 128, 5e-4, False, (1.0, 0.1, 0.01))]
+DBS = ("CIFAR_10", "NUS_WIDE", "MS_COCO", "ImageNet")
+RULES = ("bp", "fa", "usf", "frsf", "brsf", "dfa")
+
+
+@pytest.fixture(scope="module")
+def paper_grid():
+    """The paper grid, expanded once for the tests that read it (15,360 trials)."""
     sp = load_space("paper-grid")
-    grid, seeds = sp.raw["grid"], sp.raw["seeds"]
-    lambdas = {o["when"]["loss"]: len(o.get("grid", {}).get("penalty", [None]))
-               for o in sp.raw["overrides"]}
-    expected = (len(grid["db"]) * len(grid["arch"]) * len(grid["nbits"]) * len(grid["mode"])
-                * len(seeds) * sum(lambdas[loss] for loss in grid["loss"]))
+    sp.expand(validate=False)
+    return sp
+
+
+def test_paper_grid_is_h2q_run_script_for_every_rule(paper_grid):
+    sp = paper_grid
     cfgs = sp.expand(validate=False)
-    assert expected == 4 * 2 * 4 * 6 * 4 * (4 + 1 + 1 + 3 + 3 + 1 + 3) == len(cfgs) == 12288
-    bs = {c.loss: c.bs for c in cfgs}
-    assert bs == {"HyP2": 100, "WGLHH": 64, "HashNet": 256, "DCH": 256, "DHN": 64, "CEL": 128,
-                  "DPSH": 128}
-    pen = {loss: sorted({c.penalty for c in cfgs if c.loss == loss}) for loss in bs}
-    assert pen["DCH"] == pen["DHN"] == [1e-5, 1e-3, 0.1]
-    assert pen["DPSH"] == [0.01, 0.1, 1.0] and pen["HyP2"] == [0.5, 0.75, 1.0, 1.25]
-    assert pen["CEL"] == [0.01]
-    assert {(c.lr, c.ep, c.pt, c.optim) for c in cfgs} == {(1e-5, 100, 20, "adam")}
+    arms = {(loss, bs, wd, no_cube, pen) for loss, bs, wd, no_cube, pens in RUN_QS for pen in pens}
+    assert len(arms) == 20
+    expected = {(db, arch, rule, nbits, seed, *arm) for db in DBS for arch in ("alexnet", "vgg16")
+                for rule in RULES for nbits in (16, 32, 48, 64) for seed in range(4)
+                for arm in arms}
+    got = [(c.db, base_arch(c.arch), c.effective_mode, c.nbits, c.seed, c.loss, c.bs, c.wd,
+            c.no_cube, c.penalty) for c in cfgs]
+    assert len(got) == len(set(got)) == 15360 and set(got) == expected
+    assert sp.trials_per_rule == {rule: 2560 for rule in RULES}
+    # bp on the plain archs (h2q's own runs), the other rules on the bio- wrapper
+    assert {(c.arch, c.mode) for c in cfgs} == {
+        *((arch, "bp") for arch in ("alexnet", "vgg16")),
+        *((f"bio-{arch}", rule) for arch in ("alexnet", "vgg16") for rule in RULES[1:])}
+    assert {(c.lr, c.ep, c.pt, c.optim, c.exp, c.L2_penalty, c.HSWD_penalty, c.soft_skip)
+            for c in cfgs} == {(1e-5, 100, 20, "adam", "rotation_experiment", 0.0, 0.0, False)}
+    names = {c.run_name for c in cfgs if c.db == "CIFAR_10"}
+    # h2q's run name of its -loss DCH -nbits 32 -bs 256 ... -penalty 0.0 -no_cube block (seed 0),
+    # with the fork's -mode
+    assert ("-loss=DCH-nbits=32-trf=imagenet-arch=vgg16-seed=0-bs=256-mode=bp-ep=100-pt=20"
+            "-lr=1e-05-wd=0.0005-optim=adam-penalty=0.0-L2_penalty=0.0-HSWD_penalty=0.0-no_cube"
+            ) in names
     assert [c.seed for c in cfgs[:3]] == [0, 0, 0] and cfgs[-1].seed == 3  # seed-major
+
+
+def test_h2q_table_is_the_published_runs_and_a_slice_of_the_paper_grid(paper_grid):
+    cfgs = load_space("h2q-table").expand(validate=False)
+    assert len(cfgs) == 320 and load_space("h2q-table").trials_per_rule == {"bp": 320}
+    assert {(c.arch, c.mode, c.lr, c.ep, c.pt, c.optim, c.wd) for c in cfgs} == {
+        ("vgg16", "bp", 1e-5, 100, 20, "adam", 5e-4)}
+    arms = {(c.db, c.loss, c.bs, c.no_cube, c.penalty) for c in cfgs}
+    assert arms == {arm for db in DBS for arm in [
+        (db, "HashNet", 256, True, 0.0),
+        (db, "HyP2", 100, True, 0.75 if db == "NUS_WIDE" else 1.25),
+        *((db, "DPSH", 128, False, pen) for pen in (1.0, 0.1, 0.01))]}
+    assert {(c.nbits, c.seed) for c in cfgs} == {(n, s) for n in (16, 32, 48, 64) for s in range(4)}
+    paper = {c.trial_id for c in paper_grid.expand(validate=False)}
+    assert {c.trial_id for c in cfgs} <= paper  # the same runs, the same trial ids
 
 
 def test_hybrid_scopes_are_distinct_and_include_the_bp_baseline():
@@ -107,6 +150,21 @@ def test_overrides_set_and_subgrid_in_order():
     assert {(c.bs, c.lr) for c in cfgs if c.loss == "HyP2"} == {(100, 1.0)}
     assert {c.bs for c in cfgs if c.loss != "HyP2"} == {16}
     assert {(c.loss, c.nbits) for c in cfgs if c.ep == 3} == {("DCH", 32), ("HyP2", 32)}
+
+
+def test_override_arms_are_alternatives_with_the_override_set_and_grid():
+    cfgs = trials({
+        "grid": {"loss": ["DCH", "CEL"]},
+        "overrides": [{"when": {"loss": "DCH"}, "set": {"bs": 256}, "grid": {"nbits": [16, 32]},
+                       "arms": [{"set": {"no_cube": True, "penalty": 0.0}},
+                                {"set": {"no_cube": False}, "grid": {"penalty": [1e-5, 0.1]}}]},
+                      {"when": {"no_cube": True}, "set": {"ep": 3}}]})  # sees the arms' values
+    got = [(c.loss, c.bs, c.nbits, c.no_cube, c.penalty, c.ep) for c in cfgs]
+    assert got == [  # arms in order; within an arm the override's grid, then the arm's
+        ("DCH", 256, 16, True, 0.0, 3), ("DCH", 256, 32, True, 0.0, 3),
+        ("DCH", 256, 16, False, 1e-5, 10), ("DCH", 256, 16, False, 0.1, 10),
+        ("DCH", 256, 32, False, 1e-5, 10), ("DCH", 256, 32, False, 0.1, 10),
+        ("CEL", 16, 32, False, 0.01, 10)]
 
 
 def test_exclusions_and_defaults_in_conditions():
@@ -173,9 +231,34 @@ FIELD_LIST = "choose from exp, db, loss, nbits, trf, arch, seed, bs, mode"
     ({"description": ["a"]}, "bad.yaml: description: expected one line of text"),
     ({"overrides": {"when": {}}}, "bad.yaml: overrides: expected a list of entries"),
     ({"overrides": [{"set": {"bs": 8}}]}, "bad.yaml: overrides[0]: needs a non-empty `when`"),
-    ({"overrides": [{"when": {"loss": "DCH"}}]}, "bad.yaml: overrides[0]: needs `set` and/or"),
+    ({"overrides": [{"when": {"loss": "DCH"}}]},
+     "bad.yaml: overrides[0]: needs `set`, `grid` and/or `arms`"),
     ({"overrides": [{"when": {"loss": "DCH"}, "sett": {"bs": 8}}]},
-     "bad.yaml: overrides[0].sett: unknown key; choose from when, set, grid"),
+     "bad.yaml: overrides[0].sett: unknown key; choose from when, set, grid, arms"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "set": {"bs": 8}, "arms": []}]},
+     "bad.yaml: overrides[0].arms: the list of arms is empty"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "arms": {"set": {"bs": 8}}}]},
+     "bad.yaml: overrides[0].arms: expected a list of entries"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "arms": [{"set": {"bs": 8}}, "x"]}]},
+     "bad.yaml: overrides[0].arms[1]: expected a mapping with `set` and/or `grid`"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "arms": [{"when": {"bs": 8}}]}]},
+     "bad.yaml: overrides[0].arms[0].when: unknown key; choose from set, grid"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "arms": [{"set": {}}]}]},
+     "bad.yaml: overrides[0].arms[0]: needs `set` and/or `grid`"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "set": {"bs": 8},
+                     "arms": [{"set": {"batch_size": 9}}]}]},
+     "bad.yaml: overrides[0].arms[0].set.batch_size: is also in overrides[0]'s set/grid"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "grid": {"bs": [8, 9]},
+                     "arms": [{"grid": {"bs": [10]}}]}]},
+     "bad.yaml: overrides[0].arms[0].grid.bs: is also in overrides[0]'s set/grid"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "arms": [{"set": {"bs": "x"}}]}]},
+     "bad.yaml: overrides[0].arms[0].set.bs: bad -bs 'x'"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "arms": [{"set": {"bs": 8}, "grid": {"bs": [9]}}]}]},
+     "bad.yaml: overrides[0].arms[0].grid.bs: is also fixed"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "arms": [{"set": {"bs": 8}}, {"set": {"bs": 8.0}}]}]},
+     "bad.yaml: overrides[0].arms[1]: repeats overrides[0].arms[0]"),
+    ({"overrides": [{"when": {"loss": "DCH"}, "arms": [{"grid": {"seed": [1, 2]}}]}],
+      "seeds": [0]}, "bad.yaml: seeds: seed is also set in overrides[0]"),
     ({"overrides": [{"when": {"los": "DCH"}, "set": {"bs": 8}}]},
      f"bad.yaml: overrides[0].when.los: unknown field; {FIELD_LIST}"),
     ({"overrides": [{"when": {"loss": "DCH"}, "grid": {"bs": 8}}]},
@@ -241,7 +324,8 @@ def test_registry_names_are_checked_only_when_validating(raw, message):
 
 def test_unknown_space_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="unknown search space 'dmeo'; choose from demo, "
-                                          "hybrid, paper-grid, seed-bioexp, or give the path"):
+                                          "h2q-table, hybrid, paper-grid, seed-bioexp, or give "
+                                          "the path"):
         load_space("dmeo")
     with pytest.raises(ConfigError, match="no search space file .*nope.yaml.*shipped space: demo"):
         load_space(str(tmp_path / "nope.yaml"))
@@ -276,8 +360,10 @@ def test_cost_model_orders_archs_rules_and_epochs():
     cost = lambda **kw: trial_gpu_seconds(base.replace(**kw), sizes)  # noqa: E731
     assert cost() > cost(arch="bio-alexnet") > 0
     assert cost(mode="fa") > cost() and cost(mode="brsf") > cost(mode="fa")
-    # ep x train/300 img/s + ep x val_size/1000 + all 60k items/1000 (vgg16 row, bp)
-    assert cost() == pytest.approx(10 * 5000 / 300 + 10 * 1000 / 1000 + 60000 / 1000)
+    # (ep x train/300 img/s + ep x val fold/1000 + all 60k items/1000) (vgg16 row, bp), each
+    # x the fp32 slowdown: training at the default precision fp32, predict/validation always
+    fp32 = PRECISION_SLOWDOWN["fp32"]
+    assert cost() == pytest.approx(fp32 * (10 * 5000 / 300 + 10 * 1000 / 1000 + 60000 / 1000))
     step = cost(ep=20) - cost(ep=10)
     assert step > 0 and cost(ep=30) - cost(ep=20) == pytest.approx(step)
 

@@ -1,4 +1,5 @@
-"""Analysis of sweep results: best configs, paper tables, comparisons, plots.
+"""Analysis of sweep results: best configs, paper tables, comparisons, plots, and
+h2q's published numbers beside a sweep's (``published``).
 
 Reads the Parquet results of any number of sweeps (``biohash.results``);
 imports neither torch, Ray nor MLflow, and pandas/matplotlib only on use
@@ -10,11 +11,12 @@ import importlib
 from typing import Any
 
 __all__ = ["best_configs", "paper_table", "compare", "config_means", "render", "FORMATS",
-           "plot", "PLOTS"]
+           "plot", "PLOTS", "published_table", "vs_published"]
 
 _LAZY = {"best_configs": "tables", "paper_table": "tables", "compare": "tables",
          "config_means": "tables", "render": "formats", "FORMATS": "formats",
-         "plot": "plots", "PLOTS": "plots"}
+         "plot": "plots", "PLOTS": "plots",
+         "published_table": "published", "vs_published": "published"}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,17 +6,18 @@ sweep NAME(s); several names are read as one result set.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 __all__ = ["add_parser"]
 
-_DEFAULT_STORAGE = os.environ.get("BIOHASH_STORAGE", "sweeps")  # same default as `biohash sweep`
-
 
 def _common(metric: bool = True) -> argparse.ArgumentParser:
+    from biohash.orchestrator.sweep import default_storage
+
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--storage", default=_DEFAULT_STORAGE,
+    # Read when the parser is built (not at import): $BIOHASH_STORAGE, else sweeps,
+    # the same default as `biohash sweep`.
+    parent.add_argument("--storage", default=default_storage(),
                         help="folder or URI (s3://bucket/prefix) holding the sweeps "
                              "(default: %(default)s)")
     if metric:
@@ -46,6 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--rows", default="mode")
     p.add_argument("--cols", default="db,nbits")
+    p.add_argument("--vs-published", action="store_true",
+                   help="h2q's published VGG16 numbers (arXiv:2311.04207) beside the sweep's "
+                        "mean ± std and the difference, per method, rule, dataset and bits")
     _format_args(p)
     p.set_defaults(func=_table)
 
@@ -114,7 +118,22 @@ def _table(args: argparse.Namespace) -> int:
     from biohash.analysis.formats import render
     from biohash.analysis.tables import paper_table
 
+    if args.vs_published:
+        return _vs_published(args)
     table = paper_table(_load(args, args.names), args.rows, args.cols, args.metric)
+    return _emit(args, render(table, args.format))
+
+
+def _vs_published(args: argparse.Namespace) -> int:
+    from biohash.analysis.formats import render
+    from biohash.analysis.published import format_vs_published, vs_published
+    from biohash.errors import ConfigError
+
+    # The published layout and metric are fixed; refuse options it would ignore.
+    if args.metric != "score" or args.rows != "mode" or args.cols != "db,nbits":
+        raise ConfigError("--vs-published compares the score (mAP@1000 on ImageNet, mAP@5000 "
+                          "otherwise) in a fixed layout; drop --metric/--rows/--cols")
+    table = format_vs_published(vs_published(_load(args, args.names)))
     return _emit(args, render(table, args.format))
 
 

@@ -46,7 +46,7 @@ def to_csv(df: pd.DataFrame) -> str:
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "±": r"$\pm$"}
+                  "_": r"\_", "{": r"\{", "}": r"\}", "±": r"$\pm$", "λ": r"$\lambda$"}
 
 
 def _tex(text: str) -> str:

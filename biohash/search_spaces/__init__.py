@@ -14,6 +14,12 @@ A space file (shipped ones live beside this module; ``SPACES.names()``)::
         set: {bs: 100}                    #   set single values ...
       - when: {loss: DCH}
         grid: {penalty: [1.0e-5, 1.0e-3, 0.1]}   # ... and/or expand sub-axes
+      - when: {loss: DPSH}                #   arms: alternatives, each the override's
+        set: {bs: 128}                    #   set/grid plus its own set/grid; the
+        arms:                             #   matching trial becomes their union
+          - set: {no_cube: true, penalty: 0.0}
+          - set: {no_cube: false}
+            grid: {penalty: [1.0, 0.1, 0.01]}
     exclude:                              # drop trials matching all keys of
       - {arch: bio-alexnet, mode: dfa}    #   any entry (a list = any of)
     seeds: [0, 1, 2, 3]                   # or `repeats: 4` (= seeds 0..3)
@@ -26,8 +32,10 @@ default too. YAML note: write ``1.0e-5`` (``1e-5`` is read as text, which
 works too); quote values with commas, e.g. ``"backbone=frozen,head=fa"``.
 
 Expansion: ``grid`` product over ``fixed`` (first grid key outermost) ->
-each override in turn -> seeds (outermost: a half-finished sweep already
-covers every configuration once) -> exclusions. It is an error when
+each override in turn (its arms in order; within an arm the override's
+grid, then the arm's; an arm may not name a field its override sets or
+expands, so nothing silently wins) -> seeds (outermost: a half-finished
+sweep already covers every configuration once) -> exclusions. It is an error when
 nothing is left, and when two trials are the same run (same
 ``TrialConfig.trial_id``) or train the same parts with the same rules
 (e.g. ``bio_scope: backbone=bp,head=fa`` and ``bio_scope: head`` with

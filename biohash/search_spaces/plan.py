@@ -3,9 +3,10 @@
 The GPU-time estimate is an upper bound from a deliberately simple cost
 model (every number is in the tables below, so it is easy to recalibrate):
 
-    train   = ep x |train fold| / train_ips(arch) x overhead(rule)
-    val     = ep x val_size / predict_ips(arch)      (per-epoch validation mAP)
-    predict = (sum of all folds) / predict_ips(arch)  (codes for every fold)
+    train   = ep x |train fold| / train_ips(arch) x overhead(rule) x slowdown(precision)
+    val     = ep x |val fold| / predict_ips(arch) x slowdown(fp32)  (per-epoch validation
+              hashes the whole val fold, always in fp32)
+    predict = (sum of all folds) / predict_ips(arch) x slowdown(fp32)  (always fp32)
     hours   = sum over trials of (train + val + predict) / 3600
 
 It assumes every epoch runs (no early stopping), ignores evaluation (seconds
@@ -23,7 +24,7 @@ from biohash.config import FROZEN, TrialConfig, base_arch, parse_bio_scope
 from biohash.search_spaces.space import SearchSpace
 
 __all__ = ["Plan", "DataStatus", "plan", "trial_gpu_seconds",
-           "REFERENCE_GPU", "THROUGHPUT", "RULE_OVERHEAD"]
+           "REFERENCE_GPU", "THROUGHPUT", "RULE_OVERHEAD", "PRECISION_SLOWDOWN"]
 
 #: The card and setting the throughput table is for.
 REFERENCE_GPU = "NVIDIA A10G (AWS g5), bf16 autocast, 224x224 (cnn-small: its own small input)"
@@ -46,6 +47,14 @@ FALLBACK_ARCH = "vgg16"
 RULE_OVERHEAD: dict[str, float] = {
     "bp": 1.0, FROZEN: 1.0, "fa": 1.15, "usf": 1.2, "frsf": 1.2, "brsf": 1.3, "dfa": 1.15,
 }
+#: Time factor of each ``-precision`` vs the bf16 autocast THROUGHPUT was set
+#: for. fp32 (the default, as h2q) runs convolutions in TF32 (PyTorch's cuDNN
+#: default), whose dense tensor-core rate on Ampere cards like the A10G is
+#: half of bf16's, and moves twice the activation bytes: x2 for the
+#: compute-bound archs, applied to all (an upper bound for the input-bound
+#: alexnet and cnn-small). ``auto`` is bf16 on CUDA. Predict and the per-epoch
+#: validation always run in fp32, so they always take the fp32 factor.
+PRECISION_SLOWDOWN: dict[str, float] = {"fp32": 2.0, "bf16": 1.0, "fp16": 1.0, "auto": 1.0}
 
 
 @dataclass(frozen=True)
@@ -92,9 +101,13 @@ class Plan:
     def render(self) -> str:
         """The text ``biohash sweep plan`` prints."""
         lines = [f"search space {self.space.name!r} ({self.space.source}): "
-                 f"{self.n_trials} trials"]
+                 f"{self.n_trials:,} trials"]
         if self.space.description:
             lines.append(f"  {self.space.description}")
+        per_rule = self.space.trials_per_rule
+        if len(per_rule) > 1:
+            lines.append("per learning rule: " + ", ".join(f"{rule} {n:,}"
+                                                           for rule, n in per_rule.items()))
         lines.append("axes:" if self.axes else "axes: none (a single configuration)")
         width = max((len(name) for name in self.axes), default=0)
         lines += [f"  {name:<{width}}  {', '.join(map(str, values))}"
@@ -106,7 +119,9 @@ class Plan:
             lines.append(f"  {name:<{width}}  {per_db[name]:>6} trials  {status.state}")
         lines.append(f"estimated GPU time: {_duration(self.gpu_hours)} upper bound "
                      "(every epoch, no early stopping)")
-        lines.append(f"  on {REFERENCE_GPU}:")
+        lines.append(f"  on {REFERENCE_GPU};")
+        lines.append(f"  fp32 (the default) costs x{PRECISION_SLOWDOWN['fp32']:g}; "
+                     "predict and validation always run in fp32:")
         width = max((len(f"{db} {arch}") for db, arch in self.gpu_hours_by), default=0)
         lines += [f"    {f'{db} {arch}':<{width}}  {_duration(hours)}"
                   for (db, arch), hours in self.gpu_hours_by.items()]
@@ -147,9 +162,11 @@ def trial_gpu_seconds(cfg: TrialConfig, split_sizes: Mapping[str, int]) -> float
     ``database``), as the dataset registry states them.
     """
     train_ips, predict_ips = THROUGHPUT.get(base_arch(cfg.arch), THROUGHPUT[FALLBACK_ARCH])
-    train = cfg.ep * split_sizes["train"] / train_ips * rule_overhead(cfg)
-    val = cfg.ep * min(cfg.val_size, split_sizes.get("val", cfg.val_size)) / predict_ips
-    predict = sum(split_sizes.values()) / predict_ips
+    train = (cfg.ep * split_sizes["train"] / train_ips * rule_overhead(cfg)
+             * PRECISION_SLOWDOWN[cfg.precision])
+    fp32 = PRECISION_SLOWDOWN["fp32"]
+    val = cfg.ep * split_sizes.get("val", cfg.val_size) / predict_ips * fp32
+    predict = sum(split_sizes.values()) / predict_ips * fp32
     return train + val + predict
 
 

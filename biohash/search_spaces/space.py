@@ -14,6 +14,7 @@ import functools
 import importlib
 import itertools
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 from biohash.config import FIELDS, FROZEN, TrialConfig, base_arch, parse_bio_scope
 from biohash.errors import ConfigError
 from biohash.registry import Registry
-from biohash.search_spaces.spec import Condition, Spec, parse_spec
+from biohash.search_spaces.spec import Arm, Condition, Override, Spec, parse_spec
 
 __all__ = ["SearchSpace", "SPACES", "load_space", "to_param_space", "SPACE_SUFFIXES"]
 
@@ -100,6 +101,12 @@ class SearchSpace:
                 out[f.name] = values
         return out
 
+    @property
+    def trials_per_rule(self) -> dict[str, int]:
+        """Trials per learning rule actually used (``TrialConfig.effective_mode``,
+        the results' ``rule`` column: a plain arch is ``bp``), first-seen order."""
+        return dict(Counter(cfg.effective_mode for cfg in self._trials))
+
     # -------------------------------------------------------------- private
     @functools.cached_property
     def _trials(self) -> tuple[TrialConfig, ...]:
@@ -113,7 +120,7 @@ class SearchSpace:
                     out.append(trial)
                     continue
                 used["overrides"][i] += 1
-                out.extend({**trial, **override.set, **combo} for combo in _product(override.grid))
+                out.extend(_apply(trial, override))
             dicts = out
         if spec.seeds is not None:
             dicts = [{**trial, "seed": seed} for seed in spec.seeds for trial in dicts]
@@ -195,6 +202,13 @@ def _registry(name: str) -> Registry:
 def _product(grid: Mapping[str, tuple[Any, ...]]) -> Iterable[dict[str, Any]]:
     names = list(grid)
     return (dict(zip(names, combo)) for combo in itertools.product(*grid.values()))
+
+
+def _apply(trial: Mapping[str, Any], override: Override) -> Iterable[dict[str, Any]]:
+    """The trials a matching override turns ``trial`` into (arms in order)."""
+    for arm in override.arms or (Arm({}, {}),):
+        base = {**trial, **override.set, **arm.set}
+        yield from ({**base, **combo} for combo in _product({**override.grid, **arm.grid}))
 
 
 def _matches(trial: Mapping[str, Any], condition: Condition) -> bool:

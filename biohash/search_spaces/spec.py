@@ -14,12 +14,15 @@ from typing import Any, Mapping, NoReturn
 from biohash.config import FIELDS, TrialConfig
 from biohash.errors import ConfigError
 
-__all__ = ["Spec", "Override", "parse_spec", "TOP_KEYS", "OVERRIDE_KEYS", "FIELD_NAMES"]
+__all__ = ["Spec", "Override", "Arm", "parse_spec", "TOP_KEYS", "OVERRIDE_KEYS", "ARM_KEYS",
+           "FIELD_NAMES"]
 
 #: Top-level keys of a space file, in the order the docs present them.
 TOP_KEYS = ("description", "fixed", "grid", "overrides", "exclude", "seeds", "repeats")
 #: Keys of one ``overrides`` entry.
-OVERRIDE_KEYS = ("when", "set", "grid")
+OVERRIDE_KEYS = ("when", "set", "grid", "arms")
+#: Keys of one entry of an override's ``arms``.
+ARM_KEYS = ("set", "grid")
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 _ALIASES = {f.metadata["long"]: f.name for f in FIELDS if f.metadata["long"]}
 _SCALARS = (str, int, float, bool)
@@ -29,12 +32,34 @@ Condition = dict[str, tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
+class Arm:
+    """One alternative of an override: its own ``set`` values and ``grid``."""
+
+    set: dict[str, Any]
+    grid: dict[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
 class Override:
-    """``when`` every condition holds: ``set`` values, then expand ``grid``."""
+    """``when`` every condition holds: ``set`` values, then expand ``grid``.
+
+    With ``arms``, a matching trial becomes the union over the arms of
+    (override ``set`` + arm ``set``) x (override ``grid`` + arm ``grid``):
+    the way a run script lists one loss twice with different flag sets
+    (h2q's DCH with ``-no_cube -penalty 0.0`` and, without ``-no_cube``,
+    ``-penalty`` in 1e-5, 1e-3, 0.1). An arm may not name a field that its
+    override already sets or expands.
+    """
 
     when: Condition
     set: dict[str, Any]
     grid: dict[str, tuple[Any, ...]]
+    arms: tuple[Arm, ...] = ()
+
+    def fields(self) -> set[str]:
+        """Every field this override sets or expands, its arms included."""
+        arms = (name for arm in self.arms for name in (*arm.set, *arm.grid))
+        return {*self.set, *self.grid, *arms}
 
 
 @dataclass(frozen=True)
@@ -141,19 +166,50 @@ class _Parser:
 
     def override(self, key: str, entry: Any) -> Override:
         if not isinstance(entry, Mapping):
-            self.fail(key, f"expected a mapping with `when` and `set` and/or `grid`, got {entry!r}")
+            self.fail(key, f"expected a mapping with `when` and `set`, `grid` and/or `arms`, "
+                           f"got {entry!r}")
         for part in entry:
             if part not in OVERRIDE_KEYS:
                 self.fail(f"{key}.{part}", f"unknown key; choose from {', '.join(OVERRIDE_KEYS)}")
         if not entry.get("when"):
             self.fail(key, "needs a non-empty `when` (use `fixed`/`grid` for every trial)")
-        if not entry.get("set") and not entry.get("grid"):
-            self.fail(key, "needs `set` and/or `grid`")
+        if not any(entry.get(part) for part in ("set", "grid", "arms")):
+            self.fail(key, "needs `set`, `grid` and/or `arms`")
         when = self.condition(f"{key}.when", entry["when"])
         sets = {name: self.value(f"{key}.set.{written}", name, value)
                 for written, name, value in self.fields(f"{key}.set", entry.get("set"))}
         grid = self.axes(f"{key}.grid", entry.get("grid"), taken=sets)
-        return Override(when, sets, grid)
+        arms = self.arms(key, entry.get("arms"), taken={**sets, **grid})
+        return Override(when, sets, grid, arms)
+
+    def arms(self, key: str, section: Any, *, taken: Mapping[str, Any]) -> tuple[Arm, ...]:
+        """An override's ``arms``; ``taken``: the fields its own set/grid name."""
+        if section is not None and not section:
+            self.fail(f"{key}.arms", "the list of arms is empty")
+        arms: list[Arm] = []
+        for i, entry in enumerate(self.entries(f"{key}.arms", section)):
+            arm = self.arm(f"{key}.arms[{i}]", entry, taken=taken, owner=key)
+            if arm in arms:
+                self.fail(f"{key}.arms[{i}]", f"repeats {key}.arms[{arms.index(arm)}]")
+            arms.append(arm)
+        return tuple(arms)
+
+    def arm(self, key: str, entry: Any, *, taken: Mapping[str, Any], owner: str) -> Arm:
+        if not isinstance(entry, Mapping):
+            self.fail(key, f"expected a mapping with `set` and/or `grid`, got {entry!r}")
+        for part in entry:
+            if part not in ARM_KEYS:
+                self.fail(f"{key}.{part}", f"unknown key; choose from {', '.join(ARM_KEYS)}")
+        if not entry.get("set") and not entry.get("grid"):
+            self.fail(key, "needs `set` and/or `grid`")
+        for part in ARM_KEYS:
+            for written, name, _ in self.fields(f"{key}.{part}", entry.get(part)):
+                if name in taken:  # the arm would silently win over its override
+                    self.fail(f"{key}.{part}.{written}",
+                              f"is also in {owner}'s set/grid; name a field in one of the two")
+        sets = {name: self.value(f"{key}.set.{written}", name, value)
+                for written, name, value in self.fields(f"{key}.set", entry.get("set"))}
+        return Arm(sets, self.axes(f"{key}.grid", entry.get("grid"), taken=sets))
 
     def condition(self, key: str, entry: Any) -> Condition:
         if not isinstance(entry, Mapping) or not entry:
@@ -175,7 +231,7 @@ class _Parser:
         key = "seeds" if "seeds" in raw else "repeats"
         elsewhere = [where for where, names in
                      [("fixed", fixed), ("grid", grid)]
-                     + [(f"overrides[{i}]", {**o.set, **o.grid}) for i, o in enumerate(overrides)]
+                     + [(f"overrides[{i}]", o.fields()) for i, o in enumerate(overrides)]
                      if "seed" in names]
         if elsewhere:
             self.fail(key, f"seed is also set in {elsewhere[0]}; give seeds in one place only")
