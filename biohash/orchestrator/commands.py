@@ -1,16 +1,30 @@
-"""``biohash sweep plan | run | resume | status | list`` and ``biohash demo``."""
+"""``biohash sweep plan | run | resume | status | list`` and ``biohash demo``.
+
+Defaults come from the environment when set: ``--storage`` from
+``$BIOHASH_STORAGE``, ``--data-root`` from ``$BIOHASH_DATA_ROOT`` and
+``--mlflow-uri`` from ``$MLFLOW_TRACKING_URI`` (read when the parser is built).
+
+Exit statuses of ``sweep run`` / ``sweep resume`` / ``demo``: 0 every trial
+done; 1 errored or unfinished trials; 2 bad input; 130 Ctrl-C (SIGINT),
+143 SIGTERM, 75 the driver lost its Ray cluster, each after printing how far
+the sweep got and the command that continues it.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 
-__all__ = ["add_parser"]
+from biohash.orchestrator.sweep import (DATA_ROOT_ENV, NOT_FINISHED, default_data_root,
+                                        default_storage)
+
+__all__ = ["add_parser", "print_summary"]
 
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", default=os.environ.get("BIOHASH_STORAGE", "sweeps"),
-                   help="sweep storage root: a folder or a URI (s3://bucket/prefix, gs://...)")
+    p.add_argument("--storage", default=default_storage(),
+                   help="sweep storage root: a folder or a URI (s3://bucket/prefix, gs://...); "
+                        "default: $BIOHASH_STORAGE, else sweeps (made absolute at launch)")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -30,15 +44,25 @@ def _options(args: argparse.Namespace):
         max_concurrent=args.max_concurrent, scheduler=args.scheduler,
         max_failures=args.max_failures, checkpoint_interval=args.checkpoint_interval,
         data_root=args.data_root, mlflow_uri=args.mlflow_uri,
-        num_cpus=args.num_cpus, verbose=args.tune_verbose)
+        num_cpus=args.num_cpus, cluster_config=args.cluster_config, verbose=args.tune_verbose)
 
 
-def _print_summary(summary) -> int:
+def print_summary(summary) -> int:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
-    print(f"sweep {summary.name}: {summary.n_trials} trials ({counts}) in {summary.path}")
+    if summary.interrupted:
+        parts = [f"{summary.n_done} of {summary.n_trials} finished",
+                 f"{summary.counts.get(NOT_FINISHED, 0)} not finished"]
+        if summary.counts.get("errored"):
+            parts.append(f"{summary.counts['errored']} errored")
+        print(f"sweep {summary.name} interrupted ({summary.interrupted}): {', '.join(parts)} "
+              f"in {summary.path}")
+    else:
+        print(f"sweep {summary.name}: {summary.n_trials} trials ({counts}) in {summary.path}")
     for line in summary.errors:
         print(f"  error: {line}")
-    return 1 if summary.errors else 0
+    if summary.resume:
+        print(f"continue with: {summary.resume}")
+    return summary.exit_status
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -48,17 +72,21 @@ def _run(args: argparse.Namespace) -> int:
         from biohash.orchestrator.sweep import storage_location
 
         if storage_location(args.storage).join(args.name).exists():
-            return _print_summary(resume_sweep(args.name, storage=args.storage,
-                                               address=args.address, num_cpus=args.num_cpus))
-    return _print_summary(run_sweep(_options(args)))
+            return print_summary(resume_sweep(args.name, storage=args.storage,
+                                               address=args.address, num_cpus=args.num_cpus,
+                                               data_root=args.data_root,
+                                               cluster_config=args.cluster_config))
+    return print_summary(run_sweep(_options(args)))
 
 
 def _resume(args: argparse.Namespace) -> int:
     from biohash.orchestrator.sweep import resume_sweep
 
-    return _print_summary(resume_sweep(args.name, storage=args.storage, address=args.address,
+    return print_summary(resume_sweep(args.name, storage=args.storage, address=args.address,
                                        num_cpus=args.num_cpus,
-                                       restart_errored=args.restart_errored))
+                                       restart_errored=args.restart_errored,
+                                       data_root=args.data_root,
+                                       cluster_config=args.cluster_config))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -96,8 +124,15 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
                    help="attach to a running Ray cluster ('auto' or host:port); "
                         "default: start an embedded local Ray")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
-    p.add_argument("--data-root", default=os.environ.get("BIOHASH_DATA_ROOT", "data"),
-                   help="processed data root (folder or URI, e.g. s3://bucket/data)")
+    p.add_argument("--cluster-config", default=None, metavar="PATH",
+                   help="cluster file whose autoscaler node types the launch check uses "
+                        "(default: read them from the running cluster)")
+
+
+def _data_root_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=default_data_root(),
+                   help="processed data root (folder or URI, e.g. s3://bucket/data); "
+                        "default: $BIOHASH_DATA_ROOT, else data")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -106,7 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = ssub.add_parser("plan", help="validate a space and print trials, axes, GPU-hours")
     p.add_argument("--space", required=True, help="a shipped space name or a YAML path")
-    p.add_argument("--data-root", default=os.environ.get("BIOHASH_DATA_ROOT", "data"))
+    _data_root_arg(p)
     p.set_defaults(func=_plan)
 
     p = ssub.add_parser("run", help="launch a sweep", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -114,6 +149,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="sweep name (default: <space>-<timestamp>)")
     _storage_arg(p)
     _run_flags(p)
+    _data_root_arg(p)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="0, 0.25, 0.5, 1, 2 ...")
     p.add_argument("--max-concurrent", type=int, default=None)
@@ -132,6 +168,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     _storage_arg(p)
     _run_flags(p)
+    p.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV) or None,
+                   help="processed data root for the trials still to run (folder or URI); "
+                        "default: $BIOHASH_DATA_ROOT, else the one the sweep was started with")
     p.add_argument("--restart-errored", action="store_true",
                    help="restart errored trials from scratch instead of their checkpoint")
     p.set_defaults(func=_resume)

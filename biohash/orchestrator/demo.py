@@ -3,28 +3,46 @@
 Runs the shipped ``demo`` space (DIGITS, small CNN, 4 rules x 2 code
 lengths x 2 losses) on an embedded local Ray, then prints the best config
 per rule and code length, a paper-style table, and where the MLflow store,
-the Parquet results and the plots are. No download, no GPU.
+the Parquet results and the plots are: absolute addresses, true after the
+command (the storage is resolved once on the driver, see ``run_sweep``).
+No download, no GPU.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 __all__ = ["run_demo"]
 
 
-def run_demo(*, storage: str = "sweeps", mlflow_uri: str | None = None,
+def _plots_dir(sweep_uri: str, name: str) -> Path:
+    """``<sweep>/plots`` for a local sweep; PNGs are written locally, so a sweep
+    in object storage gets ``./plots/<sweep>`` instead."""
+    if "://" in sweep_uri:
+        return Path.cwd() / "plots" / name
+    return Path(sweep_uri) / "plots"
+
+
+def run_demo(*, storage: str | None = None, mlflow_uri: str | None = None,
              space: str = "demo") -> int:
+    """Run the demo sweep and print results and locations; returns the exit status
+    (0 all trials done, see ``SweepSummary.exit_status`` otherwise)."""
     from biohash.analysis.plots import plot
     from biohash.analysis.formats import render
     from biohash.analysis.tables import best_configs, paper_table
-    from biohash.orchestrator.sweep import SweepOptions, default_mlflow_uri, run_sweep
+    from biohash.orchestrator.commands import print_summary
+    from biohash.orchestrator.sweep import (SweepOptions, default_mlflow_uri, default_storage,
+                                            storage_location, run_sweep)
     from biohash.results import load_history, load_results
+    from biohash.results.store import absolute_address
 
     tracking = mlflow_uri or default_mlflow_uri()
-    summary = run_sweep(SweepOptions(space=space, storage=storage, mlflow_uri=tracking,
+    root = storage_location(default_storage() if storage is None else storage)
+    summary = run_sweep(SweepOptions(space=space, storage=root.uri, mlflow_uri=tracking,
                                      num_cpus=os.cpu_count(), verbose=1))
-    name = summary.name
-    sweep_dir = f"{summary.path}"
+    if summary.interrupted:
+        return print_summary(summary)
+    name, sweep_dir = summary.name, summary.path
     results = load_results([sweep_dir])
     best = best_configs(results, ("nbits", "mode"), "score")
     cols = ["nbits", "mode", "score", "score_std", "loss", "lr", "bs", "ep"]
@@ -32,11 +50,12 @@ def run_demo(*, storage: str = "sweeps", mlflow_uri: str | None = None,
     print(render(best[[c for c in cols if c in best.columns]], "markdown"))
     print("Paper-style table (x100):\n")
     print(render(paper_table(results, rows="mode", cols="nbits"), "markdown"))
-    plots = plot("all", results, load_history([sweep_dir]), os.path.join(sweep_dir, "plots"))
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
-    print(f"sweep {name}: {summary.n_trials} trials ({counts})")
-    print(f"  Parquet results : {sweep_dir}/results/  (biohash results table {name} "
-          f"--storage {storage})")
-    print(f"  plots           : {len(plots)} PNG files in {sweep_dir}/plots/")
+    plots_dir = _plots_dir(sweep_dir, name)
+    plots = plot("all", results, load_history([sweep_dir]), plots_dir)
+    status = print_summary(summary)
+    storage_opt = "" if absolute_address(default_storage()) == root.uri \
+        else f" --storage {root.uri}"
+    print(f"  Parquet results : {sweep_dir}/results/  (biohash results table {name}{storage_opt})")
+    print(f"  plots           : {len(plots)} PNG files in {plots_dir}/")
     print(f"  MLflow store    : {tracking}  (browse: biohash ui --mlflow-uri {tracking})")
-    return 1 if summary.errors else 0
+    return status

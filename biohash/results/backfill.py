@@ -66,7 +66,8 @@ def backfill(storage: str, sweep: str, tracking_uri: str, *,
     try:
         with quick_http():
             logger = SweepLogger(tracking_uri, sweep=sweep, space=str(info.get("space", "")),
-                                 storage=str(storage), experiment=experiment, reopen=False)
+                                 storage=str(storage), experiment=experiment, reopen=False,
+                                 filesystem=filesystem)
             for row in rows:
                 _backfill_trial(logger, row, histories.get(row["trial_id"], {}), report)
             planned = info.get("n_trials")

@@ -21,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
+
+import pyarrow.fs as pafs
 
 from biohash.config import TrialConfig
 from biohash.results.provenance import code_version
@@ -36,6 +39,8 @@ MAX_METRICS, MAX_TAGS = 1000, 100
 _MAX_TAG_CHARS = 8000
 _FINAL_KEYS = ("score", "best_epoch", "epochs_run", *FINAL_METRICS, *TIMES)
 _FINAL_TAGS = ("hw/device", "hw/precision", "run_dir")
+#: The evaluation's JSON files in a run directory (``query-prediction_mAP.json``, ...).
+EVAL_SUFFIX = "-prediction_mAP.json"
 #: biohash status -> MLflow run status. Early stopping is a normal end.
 RUN_STATUS = {"finished": "FINISHED", "early_stopped": "FINISHED", "diverged": "FAILED",
               "error": "FAILED", "stopped": "KILLED"}
@@ -65,6 +70,20 @@ def _q(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
+#: Epoch-report keys under this prefix describe the trial's data, not its progress
+#: (e.g. ``data/similar_probability``, the p that DCH/WGLHH/HashNet weight pairs
+#: with): logged once as params ``data.<name>`` instead of as per-step metrics.
+DATA_PREFIX = "data/"
+
+
+def _split_data_params(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """-> (metrics without ``data/*`` keys, those keys as MLflow params)."""
+    values = {k: v for k, v in metrics.items() if not k.startswith(DATA_PREFIX)}
+    params = {f"data.{k[len(DATA_PREFIX):]}": repr(float(v)) for k, v in metrics.items()
+              if k.startswith(DATA_PREFIX)}
+    return values, params
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -83,13 +102,18 @@ class SweepLogger:
     """The MLflow side of one sweep. Methods raise on MLflow errors; callers decide."""
 
     def __init__(self, tracking_uri: str, *, sweep: str, space: str = "", storage: str = "",
-                 experiment: str = "biohash", reopen: bool = True) -> None:
+                 experiment: str = "biohash", reopen: bool = True,
+                 filesystem: pafs.FileSystem | None = None) -> None:
         """``reopen``: mark an existing sweep run RUNNING again (a live, resumed
-        sweep) rather than leaving its status alone (a backfill)."""
+        sweep) rather than leaving its status alone (a backfill). ``filesystem``:
+        the sweep storage's pyarrow filesystem, used to read the run directories
+        (``final["run_dir"]``) whose eval JSON become artifacts; None opens each
+        run directory's address as it is (a folder or a URI)."""
         from mlflow import MlflowClient
 
         self.tracking_uri, self.sweep, self.space = tracking_uri, sweep, space
         self.storage, self.experiment, self.reopen = storage, experiment, reopen
+        self.filesystem = filesystem
         self.created_parent = False
         self.client = MlflowClient(tracking_uri)
         self._experiment_id: str | None = None
@@ -203,8 +227,9 @@ class SweepLogger:
         child = self.child(cfg)
         if epoch != child.last_epoch + 1:
             return False
-        self._log(child.run_id, metrics=[(k, v, epoch) for k, v in metrics.items()],
-                  tags={"biohash.last_epoch": str(epoch)})
+        values, params = _split_data_params(metrics)
+        self._log(child.run_id, metrics=[(k, v, epoch) for k, v in values.items()],
+                  params=params, tags={"biohash.last_epoch": str(epoch)})
         child.last_epoch = epoch
         return True
 
@@ -214,8 +239,13 @@ class SweepLogger:
         todo = [(e, m) for e, m in sorted(history.items()) if e > child.last_epoch]
         if not todo:
             return 0
-        points = [(k, v, e) for e, m in todo for k, v in m.items()]
-        self._log(child.run_id, metrics=points, tags={"biohash.last_epoch": str(todo[-1][0])})
+        points, params = [], {}
+        for e, m in todo:
+            values, found = _split_data_params(m)
+            points += [(k, v, e) for k, v in values.items()]
+            params.update(found)
+        self._log(child.run_id, metrics=points, params=params,
+                  tags={"biohash.last_epoch": str(todo[-1][0])})
         child.last_epoch = todo[-1][0]
         return len(todo)
 
@@ -249,9 +279,33 @@ class SweepLogger:
                        config_json: Mapping[str, Any] | None) -> None:
         self.client.log_dict(run_id, dict(config_json or {"trial": cfg.to_dict()}),
                              "trial_config.json")
-        if run_dir and Path(str(run_dir)).is_dir():
-            for path in sorted(Path(str(run_dir)).glob("*-prediction_mAP.json")):
-                self.client.log_artifact(run_id, str(path), "eval")
+        if not run_dir:
+            return
+        with tempfile.TemporaryDirectory(prefix="biohash-eval-") as tmp:
+            for name, data in self._eval_files(str(run_dir)):
+                local = Path(tmp) / name
+                local.write_bytes(data)
+                self.client.log_artifact(run_id, str(local), "eval")
+
+    def _eval_files(self, run_dir: str) -> list[tuple[str, bytes]]:
+        """``(name, bytes)`` of the run directory's eval JSON, read through the
+        storage layer: the run directory is wherever the sweep storage is (a
+        local folder, ``s3://...``), not necessarily on this machine's disk."""
+        from biohash.errors import ResultsError
+        from biohash.results.store import list_files, resolve
+
+        try:
+            loc = resolve(run_dir, self.filesystem)
+            out = []
+            for info in list_files(loc):
+                if info.type == pafs.FileType.File and info.base_name.endswith(EVAL_SUFFIX):
+                    with loc.fs.open_input_stream(info.path) as fh:
+                        out.append((info.base_name, fh.readall()))
+            return out
+        except (OSError, ResultsError) as exc:
+            # The run's results are in Parquet either way; only the copy is missing.
+            log.warning("MLflow: cannot read the eval files of %s: %s", run_dir, exc)
+            return []
 
     def end_sweep(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id(), status=status)

@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
+import pyarrow.fs as pafs
 from ray.tune import Callback
 
 from biohash.config import TrialConfig
@@ -39,13 +40,17 @@ class MlflowSweepCallback(Callback):
     """Parent run per sweep, child run per trial, per-epoch metrics with ``step=epoch``.
 
     ``tracking_uri``: ``sqlite:///path/mlflow.db`` (one machine) or a server
-    URL. Never raises into Tune.
+    URL. ``filesystem``: the sweep storage's pyarrow filesystem, through which
+    the trials' run directories (eval JSON artifacts) are read; None opens
+    each run directory's address as given. Never raises into Tune.
     """
 
     def __init__(self, tracking_uri: str, *, sweep: str, space: str, storage: str,
-                 experiment: str = "biohash", retry_after_s: float = 60.0) -> None:
+                 experiment: str = "biohash", retry_after_s: float = 60.0,
+                 filesystem: pafs.FileSystem | None = None) -> None:
         self.tracking_uri, self.sweep, self.space = tracking_uri, sweep, space
         self.storage, self.experiment, self.retry_after_s = str(storage), experiment, retry_after_s
+        self.filesystem = filesystem
         self._logger: SweepLogger | None = None
         self._down_until: float | None = None
         self._warned = False
@@ -90,7 +95,8 @@ class MlflowSweepCallback(Callback):
                 if self._logger is None:
                     self._logger = SweepLogger(self.tracking_uri, sweep=self.sweep,
                                                space=self.space, storage=self.storage,
-                                               experiment=self.experiment)
+                                               experiment=self.experiment,
+                                               filesystem=self.filesystem)
                 result = fn(self._logger)
         except Exception as exc:  # noqa: BLE001 - MLflow must never stop a sweep
             self._down_until = time.monotonic() + self.retry_after_s

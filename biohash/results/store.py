@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import posixpath
 import uuid
+from urllib.parse import urlsplit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from biohash.errors import ResultsError
 from biohash.results.schema import HISTORY_SCHEMA, TRIALS_SCHEMA
 
-__all__ = ["Location", "resolve", "sweep_location", "write_table", "write_bytes",
+__all__ = ["Location", "resolve", "absolute_address", "sweep_location", "write_table", "write_bytes",
            "read_sweep_json", "list_sweeps", "resolve_sweeps", "sweep_dirs", "list_files", "TRIALS", "HISTORY",
            "SCHEMAS"]
 
@@ -39,7 +40,13 @@ SCHEMAS = {TRIALS: TRIALS_SCHEMA, HISTORY: HISTORY_SCHEMA}
 
 @dataclass(frozen=True)
 class Location:
-    """A folder on a pyarrow filesystem; ``uri`` is what the user typed (for messages)."""
+    """A folder on a pyarrow filesystem; ``uri`` is its address as given (for messages
+    and for handing to another process).
+
+    A URI may carry pyarrow filesystem options as a query
+    (``s3://b/p?endpoint_override=host:port&scheme=http``); ``join`` keeps the query
+    at the end, so every derived address still opens the same filesystem.
+    """
 
     fs: pafs.FileSystem
     path: str
@@ -47,7 +54,8 @@ class Location:
 
     def join(self, *parts: str) -> "Location":
         path = posixpath.join(self.path, *parts)
-        return Location(self.fs, path, posixpath.join(self.uri, *parts))
+        base, sep, query = self.uri.partition("?")
+        return Location(self.fs, path, posixpath.join(base, *parts) + sep + query)
 
     def exists(self) -> bool:
         return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
@@ -59,20 +67,42 @@ class Location:
 def resolve(storage: str | Path, filesystem: pafs.FileSystem | None = None) -> Location:
     """A storage root or sweep folder as a ``Location``.
 
-    With ``filesystem`` the scheme is stripped (``s3://bucket/p`` ->
-    ``bucket/p``), as Ray does for ``RunConfig(storage_filesystem=...)``.
+    With ``filesystem`` the scheme, credentials and options are stripped
+    (``s3://key:secret@bucket/p?region=x`` -> ``bucket/p``), as Ray does for
+    ``RunConfig(storage_filesystem=...)``.
     """
     uri = str(storage)
     if filesystem is not None:
-        path = uri.split("://", 1)[1] if "://" in uri else uri
+        path = uri
+        if "://" in uri:
+            parts = urlsplit(uri)
+            path = parts.netloc.rpartition("@")[2] + parts.path
         return Location(filesystem, path.rstrip("/") or "/", uri)
     if "://" not in uri:
-        return Location(pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve()), uri)
+        return Location(pafs.LocalFileSystem(), absolute_address(uri), uri)
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ResultsError(f"cannot open storage {uri!r}: {exc}") from None
     return Location(fs, path.rstrip("/"), uri)
+
+
+def absolute_address(address: str | Path, *, what: str = "storage") -> str:
+    """``address`` as one absolute address: URIs unchanged, folders made absolute
+    (``~`` expanded, relative to the current directory).
+
+    Done on the driver, once, before any trial starts: Ray runs every trial in
+    its own working directory, so a relative folder such as ``sweeps`` would
+    name a different place in each trial (and in Ray's temp folder, which is
+    gone with the Ray session). ``what`` names the option in the error.
+    """
+    text = str(address)
+    if not text.strip():
+        raise ResultsError(f"bad {what} {text!r}; allowed: a folder or a URI "
+                           f"(s3://bucket/prefix, gs://...)")
+    if "://" in text:
+        return text
+    return str(Path(text).expanduser().resolve())
 
 
 def sweep_location(storage: str | Path, sweep: str,

@@ -8,7 +8,9 @@ Everything else (models, data, metrics) is ordinary library code.
 
 ``config`` (built by the orchestrator) has three keys: ``trial`` (a
 ``TrialConfig`` dict), ``sweep`` (the sweep name) and ``runtime`` (a
-``Runtime`` dict plus ``storage``, the sweep storage root).
+``Runtime`` dict plus ``storage``, the sweep storage root). Both ``storage``
+and ``runtime["data_root"]`` are absolute addresses: the trial runs in its
+own Ray working directory, where a relative path would name another place.
 """
 from __future__ import annotations
 
@@ -72,8 +74,15 @@ def _crash_hook(spec: str | None, trial_id: str, trial_dir: Path):
     return hook
 
 
-def trial_trainable(config: dict[str, Any]) -> None:
-    """The function trainable passed to ``tune.Tuner``."""
+def trial_trainable(config: dict[str, Any],
+                    runtime_overrides: dict[str, Any] | None = None) -> None:
+    """The function trainable passed to ``tune.Tuner``.
+
+    ``runtime_overrides`` (given by ``sweep resume`` through
+    ``tune.with_parameters``; a restored trial's ``config`` cannot change)
+    replace entries of ``config["runtime"]``: the storage address resolved by
+    the resuming driver and, if asked, another data root.
+    """
     from ray import tune
 
     from biohash.config import TrialConfig
@@ -82,7 +91,7 @@ def trial_trainable(config: dict[str, Any]) -> None:
     from biohash.results.store import write_bytes
 
     cfg = TrialConfig.from_dict(config["trial"])
-    rt = dict(config.get("runtime", {}))
+    rt = {**config.get("runtime", {}), **(runtime_overrides or {})}
     storage = rt.pop("storage", None)
     crash_spec = rt.pop(CRASH_ONCE, None)
     interval = float(rt.pop(CHECKPOINT_INTERVAL, 0.0))
