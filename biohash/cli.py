@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "biohash.pipeline.commands",    # train | predict | eval | demo-trial
     "biohash.orchestrator.commands",  # sweep plan | run | resume | status | list ; demo
     "biohash.analysis.commands",    # results best | table | plot | compare | sync-mlflow ; ui
+    "biohash.cluster.commands",     # cluster rehearse | publish
 )
 
 

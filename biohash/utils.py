@@ -7,6 +7,7 @@ so an interrupted run never leaves a half-written file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -71,9 +72,60 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str = "auto") -> "Any":
-    """``auto`` -> cuda if available else cpu; anything else as torch.device."""
+    """The torch device a trial runs on.
+
+    ``auto``: ``cuda`` if CUDA is *usable* here (torch sees a device and can
+    allocate on it), else ``cpu`` - h2q's rule, made robust. Ray sets
+    ``CUDA_VISIBLE_DEVICES`` for a trial it placed on a GPU of a node that
+    *advertises* GPUs; where CUDA cannot be used there (no driver, a broken
+    one, a fake GPU node of ``biohash cluster rehearse``) the trial runs on
+    the CPU with one warning per process instead of crashing, and reports
+    ``cpu`` as the device it used, never a GPU. Any other value is taken as
+    given (``cpu``, ``cuda:1``, ``mps``); an explicit ``cuda`` that is not
+    usable is a ``ConfigError``, raised before any work.
+    """
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        problem = _cuda_problem()
+        if problem is None:
+            return torch.device("cuda")
+        if os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"):
+            _warn_cpu_fallback(problem)
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and _cuda_problem() is not None:
+        from biohash.errors import ConfigError
+
+        raise ConfigError(f"bad --device {device!r}: CUDA is not usable here "
+                          f"({_cuda_problem()}); allowed: auto, cpu")
+    return resolved
+
+
+_warned_cpu_fallback = False
+
+
+def _warn_cpu_fallback(problem: str) -> None:
+    global _warned_cpu_fallback
+    if _warned_cpu_fallback:
+        return
+    _warned_cpu_fallback = True
+    import warnings
+
+    warnings.warn(f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} assigns a GPU, "
+                  f"but CUDA is not usable here ({problem}); running on the CPU",
+                  RuntimeWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_problem() -> str | None:
+    """Why CUDA cannot be used in this process, or None. Cached: it cannot change."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False"
+    try:
+        torch.zeros(1, device="cuda")
+    except Exception as exc:  # noqa: BLE001 - any CUDA init error means "not usable"
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+    return None
