@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from biohash.config import FIELDS, TrialConfig
+from biohash.defaults import default_data_root
 
 __all__ = ["add_parser"]
 
@@ -34,7 +35,8 @@ def _add_trial_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", default="data", help="processed data root (path or URI)")
+    parser.add_argument("--data-root", default=default_data_root(),
+                        help="processed data root (path or URI; default $BIOHASH_DATA_ROOT, else data)")
     parser.add_argument("--models-dir", default="models", help="root of run directories")
     parser.add_argument("--group", default="PenaltyStrategies", help="folder under models/")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
