@@ -1,6 +1,6 @@
 """Benchmark: biohash.metrics vs h2q's per-query loop and vs the machine's sort speed.
 
-Usage: .venv/bin/python benchmarks/metrics.py [--quick] [--rounds N]
+Usage: .venv/bin/python benchmarks/metrics.py [--quick] [--rounds N] [--breakdown]
 
 Two problems, 64-bit codes, features correlated with the labels:
 
@@ -29,6 +29,10 @@ from other processes hits all three alike; the table shows medians over the
 rounds. Targets: (a) >= 20x faster than the reference; (b) within 2x of the
 limit. Then the peak memory NumPy allocates at ImageNet scale (tracemalloc,
 in a fresh subprocess).
+
+``--breakdown`` instead times the stages of workload (b) per query on one
+thread (BLAS included), in units of the limit (np.sort of as many random
+int64 keys), rounds interleaved: what the full-list path's time is made of.
 """
 from __future__ import annotations
 
@@ -207,6 +211,58 @@ def print_table(rows: list[Row], rounds: int) -> None:
           "same threads")
 
 
+# ----------------------------------------------------------------- stages of (b)
+def _single_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional (scikit-learn's dependency): BLAS keeps its threads
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
+def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
+    """Median per-query ms of each stage of the full-list path on one thread.
+
+    Stages: the two GEMMs; ``rank_chunk`` (GEMMs, key packing, sort, run
+    repair); ``np.sort`` alone of the same packed words (shuffled back);
+    ``_chunk_full`` (all that plus relevance and the AP passes); the limit.
+    """
+    from biohash.metrics import _ranking, retrieval
+
+    print(f"\nstages of (b) on one thread, {rows} queries per chunk, medians of {rounds} "
+          f"interleaved rounds; load average {os.getloadavg()[0]:.1f}")
+    for pb in problems:
+        qf, df, ql, dl = make_data(pb.n_db, rows, 64, pb.n_labels, pb.multi)
+        p = retrieval._prepare(qf, df, ql, dl)
+        ws = _ranking.Workspace(rows, p.n_db, p.n_unique, p.nbits, full=True)
+        fixed = np.array([p.n_db, *sorted(set(KS) | set(PRECISION_KS))], dtype=np.int64)
+        ranks = np.arange(1.0, p.n_db + 1.0)
+        rng = np.random.default_rng(3)
+        shuffled = rng.permuted(_ranking.rank_chunk(p, ws, 0, rows), axis=1)
+        keys = rng.integers(0, 2**62, size=(rows, pb.n_db))
+        stages: dict[str, Callable[[], object]] = {
+            "GEMMs (f64 distance, f32 Hamming)": lambda: _ranking._chunk_gemms(p, ws, 0, rows),
+            "rank_chunk (GEMMs, pack, sort, repair)": lambda: _ranking.rank_chunk(p, ws, 0, rows),
+            "np.sort of the packed words alone": lambda: shuffled.copy().sort(axis=1),
+            "_chunk_full (all of (b) per chunk)": lambda: retrieval._chunk_full(
+                p, ws, 0, rows, fixed, RADII, ranks),
+            "limit: np.sort of random int64 keys": lambda: keys.copy().sort(axis=1),
+        }
+        times: dict[str, list[float]] = {name: [] for name in stages}
+        with _single_thread():
+            for _ in range(rounds):
+                for name, stage in stages.items():
+                    t0 = time.perf_counter()
+                    stage()
+                    times[name].append((time.perf_counter() - t0) * 1e3 / rows)
+        ms = {name: median(t) for name, t in times.items()}
+        limit = ms["limit: np.sort of random int64 keys"]
+        print(f"  {pb.name}")
+        for name, value in ms.items():
+            print(f"    {name:<40} {value:7.3f} ms/query {value / limit:6.2f} x limit")
+
+
 # ----------------------------------------------------------------- memory
 def _memory_child(n_db: int, n_q: int) -> None:
     """Peak of the memory NumPy allocates during evaluate_retrieval (NumPy
@@ -234,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10x smaller problems, 2 rounds")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time the stages of (b) per query on one thread instead")
     parser.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -246,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name, n_db, n_q, n_labels, multi, k in (
                     ("NUS-like", 100_000, 2_000, 21, True, 5000),
                     ("ImageNet-like", 128_000, 5_000, 100, False, 1000))]
+    if args.breakdown:
+        breakdown(problems, rows=64 if not args.quick else 16, rounds=rounds)
+        return 0
     print(f"benchmarks/metrics.py{' --quick' if args.quick else ''}: 64-bit codes, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     rows = speed(problems, rounds, block_rows=200 if not args.quick else 40)
