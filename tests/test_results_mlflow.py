@@ -124,6 +124,11 @@ def tags(run: dict) -> dict:
     return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
 
+def best_runs(url: str, sweep: str) -> list[dict]:
+    """What the UI's search box finds for the best-runs filter, within one sweep."""
+    return search(url, f'tags.biohash.best = "true" AND tags.`biohash.sweep` = \'{sweep}\'')
+
+
 def sweep_runs(url: str, sweep: str) -> tuple[list[dict], list[dict]]:
     runs = search(url, f"tags.`biohash.sweep` = '{sweep}'")
     parents = [r for r in runs if tags(r).get("biohash.role") == "sweep"]
@@ -140,6 +145,8 @@ def test_sweep_error_then_resume_keeps_one_run_per_trial(ray_local, server, tmp_
     parents, children = sweep_runs(server, "grid")
     by_trial = {tags(r)["biohash.trial_id"]: r for r in children}
     assert by_trial[bad.trial_id]["info"]["status"] == "FAILED"
+    # The sweep's answer so far: the only finished config is the best one.
+    assert {tags(r)["biohash.trial_id"] for r in best_runs(server, "grid")} == {ok.trial_id}
     first_ids = {t: r["info"]["run_id"] for t, r in by_trial.items()}
 
     # Resume: a second Tuner with fresh callbacks (new driver state), failure gone.
@@ -150,11 +157,21 @@ def test_sweep_error_then_resume_keeps_one_run_per_trial(ray_local, server, tmp_
     assert {tags(r)["mlflow.parentRunId"] for r in children} == {parent_id}
     assert {tags(r)["biohash.trial_id"]: r["info"]["run_id"] for r in children} == first_ids
     assert tags(parents[0])["biohash.space"] == "test" and tags(parents[0])["biohash.code_version"]
+    # The answer once both finished: the better config (higher lr) took the best tag over.
+    parent_metrics = {m["key"]: m["value"] for m in parents[0]["data"]["metrics"]}
+    assert parent_metrics == pytest.approx({f"best/{bad.db}/{bad.nbits}/fa/score": bad.lr * 1e4})
+    assert {tags(r)["biohash.trial_id"] for r in best_runs(server, "grid")} == {bad.trial_id}
+    arts = requests.get(f"{server}/api/2.0/mlflow/artifacts/list", timeout=10, params={
+        "run_id": parent_id}).json().get("files", [])
+    assert {"best.md", "best.csv", "plots"} <= {a["path"] for a in arts}
     for run in children:
         cfg = next(c for c in CONFIGS if c.trial_id == tags(run)["biohash.trial_id"])
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
         assert run["info"]["status"] == "FINISHED" and tags(run)["biohash.status"] == "finished"
+        # Named as in Tune's progress table; the run-directory name is a tag.
+        assert run["info"]["run_name"] == f"CIFAR_10/bio-alexnet/fa/{cfg.nbits}b/{cfg.loss}/s0"
+        assert tags(run)["biohash.run_name"] == cfg.run_name
         assert metrics["score"] == pytest.approx(cfg.lr * 1e4)
         assert metrics["query/mAP_at_5000"] == pytest.approx(cfg.lr * 1e4 / 2)
         assert params["lr"] == str(cfg.lr) and params["arch"] == "bio-alexnet"

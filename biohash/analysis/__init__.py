@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["best_configs", "paper_table", "compare", "config_means", "render", "FORMATS",
-           "plot", "PLOTS", "published_table", "vs_published"]
+__all__ = ["best_configs", "best_view", "gap_table", "paper_table", "compare", "config_means",
+           "render", "FORMATS", "plot", "PLOTS", "published_table", "vs_published"]
 
-_LAZY = {"best_configs": "tables", "paper_table": "tables", "compare": "tables",
+_LAZY = {"best_configs": "tables", "best_view": "tables", "gap_table": "tables",
+         "paper_table": "tables", "compare": "tables",
          "config_means": "tables", "render": "formats", "FORMATS": "formats",
          "plot": "plots", "PLOTS": "plots",
          "published_table": "published", "vs_published": "published"}

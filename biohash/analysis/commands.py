@@ -105,13 +105,10 @@ def _emit(args: argparse.Namespace, text: str) -> int:
 
 def _best(args: argparse.Namespace) -> int:
     from biohash.analysis.formats import render
-    from biohash.analysis.tables import CONFIG_KEY, best_configs
+    from biohash.analysis.tables import best_configs, best_view
 
     best = best_configs(_load(args, args.names), args.group_by, args.metric)
-    lead = list(best.columns[:best.columns.get_loc("n_seeds") + 1])
-    # Show the config columns that differ between the winners, not all 20.
-    varying = [c for c in CONFIG_KEY if c in best and c not in lead and best[c].nunique() > 1]
-    return _emit(args, render(best[lead + varying + ["trial_ids"]], args.format))
+    return _emit(args, render(best_view(best), args.format))
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -176,8 +173,11 @@ def _sync(args: argparse.Namespace) -> int:
     from biohash.results.backfill import backfill
     from biohash.results.mlflow_log import default_tracking_uri
 
+    from biohash.results.mlflow_best import BEST_FILTER
+
     uri = args.mlflow_uri or default_tracking_uri()
     print(f"{backfill(args.storage, args.name, uri, experiment=args.experiment)} ({uri})")
+    print(f"best runs: biohash ui --mlflow-uri {uri}, then search {BEST_FILTER}")
     return 0
 
 

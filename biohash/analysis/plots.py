@@ -16,7 +16,7 @@ from typing import Callable
 
 import pandas as pd
 
-from biohash.analysis.tables import CONFIG_KEY, best_configs, prepare
+from biohash.analysis.tables import best_configs, gap_table
 from biohash.registry import Registry
 
 __all__ = ["PLOTS", "plot"]
@@ -71,19 +71,10 @@ def plot_bits(results: pd.DataFrame, history: pd.DataFrame | None, out_dir: Path
 @PLOTS.register("gap")
 def plot_gap(results: pd.DataFrame, history: pd.DataFrame | None, out_dir: Path,
              metric: str = "score") -> list[Path]:
-    rows = prepare(results, metric)
-    # Same config = same base arch and hyperparameters; arch/mode differ.
-    key = [c for c in CONFIG_KEY if c not in ("arch", "mode") and c in rows.columns] + ["base_arch"]
-    means = rows.groupby([*key, "mode"], dropna=False)[metric].mean().unstack("mode")
-    if "bp" not in means.columns or len(means.columns) < 2:
-        return []
-    gaps = means.drop(columns="bp").sub(means["bp"], axis=0).dropna(how="all")
-    if gaps.empty:
-        return []
-    gaps = gaps.reset_index()
+    gaps = gap_table(results, metric)
     paths = []
     for db, part in gaps.groupby("db", sort=True):
-        per_bits = part.groupby("nbits")[[c for c in means.columns if c != "bp"]].mean()
+        per_bits = part.pivot(index="nbits", columns="mode", values="gap").sort_index()
         plt, fig, ax = _figure()
         for mode in per_bits.columns:
             if per_bits[mode].notna().any():

@@ -20,7 +20,8 @@ import pandas as pd
 from biohash.errors import ResultsError
 from biohash.results.schema import CONFIG_COLUMNS
 
-__all__ = ["CONFIG_KEY", "prepare", "config_means", "best_configs", "paper_table", "compare"]
+__all__ = ["CONFIG_KEY", "prepare", "config_means", "best_configs", "best_view", "gap_table",
+           "paper_table", "compare"]
 
 #: Config columns that do not change what a trial computes (besides the seed).
 _NOT_IDENTITY = ("seed", "exp", "nw", "no_skip", "soft_skip")
@@ -90,6 +91,36 @@ def best_configs(df: pd.DataFrame, group_by: str | Sequence[str] = ("db", "nbits
     lead = [*group_by, metric, f"{metric}_std", "n_seeds"]
     rest = [c for c in best.columns if c not in lead]
     return best[lead + rest].sort_values(group_by, kind="stable").reset_index(drop=True)
+
+
+def best_view(best: pd.DataFrame) -> pd.DataFrame:
+    """``best_configs``'s table as printed: the group, metric, std and ``n_seeds``
+    columns, then only the config columns that differ between the winners (not
+    all twenty), then ``trial_ids``."""
+    lead = list(best.columns[:best.columns.get_loc("n_seeds") + 1])
+    varying = [c for c in CONFIG_KEY if c in best and c not in lead and best[c].nunique() > 1]
+    return best[lead + varying + ["trial_ids"]]
+
+
+def gap_table(df: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
+    """Each rule's gap to backprop per (db, nbits): columns db, nbits, mode, gap, n_configs.
+
+    ``gap`` is the mean over matched configs of (the rule's mean over seeds -
+    bp's mean over seeds), in the metric's units; matched = same base arch and
+    hyperparameters, so ``bio-alexnet -mode fa`` meets plain ``alexnet`` (bp).
+    ``n_configs`` counts the matched configs. Empty when nothing has a bp match.
+    """
+    rows = prepare(df, metric)
+    # Same config = same base arch and hyperparameters; arch/mode differ.
+    key = [c for c in CONFIG_KEY if c not in ("arch", "mode") and c in rows.columns] + ["base_arch"]
+    means = rows.groupby([*key, "mode"], dropna=False)[metric].mean().unstack("mode")
+    columns = ["db", "nbits", "mode", "gap", "n_configs"]
+    if "bp" not in means.columns or len(means.columns) < 2:
+        return pd.DataFrame(columns=columns)
+    gaps = means.drop(columns="bp").sub(means["bp"], axis=0).reset_index()
+    long = gaps.melt(id_vars=key, var_name="mode", value_name="gap").dropna(subset=["gap"])
+    out = long.groupby(["db", "nbits", "mode"], sort=True)["gap"].agg(["mean", "count"])
+    return out.rename(columns={"mean": "gap", "count": "n_configs"}).reset_index()[columns]
 
 
 def _cell(mean: float, std: float, scale: float, digits: int) -> str:

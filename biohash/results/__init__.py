@@ -5,6 +5,8 @@
 - ``ParquetResultsCallback`` and ``MlflowSweepCallback``: driver-side Tune
   callbacks (import Ray; loaded lazily from here).
 - ``backfill``: fill MLflow from Parquet afterwards.
+- ``mlflow_best``: the sweep's answer in MLflow (``best/...`` metrics, tables,
+  plots, the ``biohash.best`` tag), written at sweep end and by every backfill.
 
 Attribute access is lazy so that ``import biohash.results`` needs neither
 Ray nor MLflow.

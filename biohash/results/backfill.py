@@ -3,7 +3,10 @@
 Idempotent: a trial whose MLflow run already has the Parquet status and all
 history epochs is skipped; any other gets the missing epochs, final metrics,
 tags, artifacts and run status. Runs are found by tag as the live callback
-finds them, so nothing is duplicated.
+finds them, so nothing is duplicated. A run made under its old long name is
+renamed to the short one. Then the sweep's answer is written again from
+all rows (``biohash.results.mlflow_best``): best metrics and tables on the
+sweep's run, the ``biohash.best`` tag moved to the current best trials.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import pyarrow.fs as pafs
 
 from biohash.config import TrialConfig
 from biohash.errors import BiohashError, ResultsError
+from biohash.results.mlflow_best import BEST_TAG, log_sweep_answer
 from biohash.results.mlflow_log import SweepLogger, quick_http
 from biohash.results.reader import load_history_table, load_results_table
 from biohash.results.schema import CONFIG_COLUMNS
@@ -29,9 +33,11 @@ class BackfillReport:
 
     updated: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    best: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return f"{len(self.updated)} trial(s) written to MLflow, {len(self.skipped)} already complete"
+        return (f"{len(self.updated)} trial(s) written to MLflow, {len(self.skipped)} already "
+                f"complete, {len(self.best)} tagged {BEST_TAG}")
 
 
 def _histories(loc: Any) -> dict[str, dict[int, dict[str, float]]]:
@@ -70,6 +76,7 @@ def backfill(storage: str, sweep: str, tracking_uri: str, *,
                                  filesystem=filesystem)
             for row in rows:
                 _backfill_trial(logger, row, histories.get(row["trial_id"], {}), report)
+            report.best = sorted(log_sweep_answer(logger, loc).best_trials)
             planned = info.get("n_trials")
             if logger.created_parent or (isinstance(planned, int) and len(rows) >= planned):
                 logger.end_sweep("FINISHED")
@@ -87,6 +94,7 @@ def _backfill_trial(logger: SweepLogger, row: dict, history: dict[int, dict[str,
                     report: BackfillReport) -> None:
     cfg = TrialConfig.from_dict({c: row[c] for c in CONFIG_COLUMNS}, source="results row")
     child = logger.child(cfg)
+    logger.ensure_name(cfg)
     if child.status == row["status"] and child.last_epoch >= max(history, default=0):
         report.skipped.append(cfg.trial_id)
         return

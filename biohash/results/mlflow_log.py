@@ -8,6 +8,11 @@ ones:
 - parent: tags ``biohash.role=sweep``, ``biohash.sweep=<name>``;
 - child: tags ``mlflow.parentRunId``, ``biohash.trial_id`` (``TrialConfig.trial_id``).
 
+A child run is named as Tune's progress table names the trial
+(``DIGITS/bio-cnn-small/fa/16b/DCH/s0``, see ``short_name``): the old
+run-directory name (``-loss=DCH-nbits=32-trf=i...``) is cut by the UI before
+the parts that tell trials apart, so it is kept as the tag ``biohash.run_name``.
+
 Per-epoch metrics use ``step=epoch``. A child's tag ``biohash.last_epoch``
 records the contiguous prefix of epochs logged, so re-reported epochs (a
 retry from an earlier checkpoint) are not logged twice and epochs missed
@@ -24,6 +29,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Iterator, Mapping
 
 import pyarrow.fs as pafs
@@ -32,13 +38,16 @@ from biohash.config import TrialConfig
 from biohash.results.provenance import code_version
 from biohash.results.schema import FINAL_METRICS, TIMES
 
-__all__ = ["SweepLogger", "default_tracking_uri", "MAX_METRICS", "MAX_TAGS"]
+__all__ = ["SweepLogger", "default_tracking_uri", "short_name", "MAX_METRICS", "MAX_TAGS",
+           "RUN_NAME_TAG"]
 
 log = logging.getLogger(__name__)
 MAX_METRICS, MAX_TAGS = 1000, 100
 _MAX_TAG_CHARS = 8000
 _FINAL_KEYS = ("score", "best_epoch", "epochs_run", *FINAL_METRICS, *TIMES)
 _FINAL_TAGS = ("hw/device", "hw/precision", "run_dir")
+#: Tag of a child run holding the trial's old run-directory name (``TrialConfig.run_name``).
+RUN_NAME_TAG = "biohash.run_name"
 #: The evaluation's JSON files in a run directory (``query-prediction_mAP.json``, ...).
 EVAL_SUFFIX = "-prediction_mAP.json"
 #: biohash status -> MLflow run status. Early stopping is a normal end.
@@ -64,6 +73,19 @@ def quick_http() -> Iterator[None]:
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+def short_name(cfg: TrialConfig) -> str:
+    """The trial's name in Tune's progress table, e.g. ``DIGITS/bio-cnn-small/fa/16b/DCH/s0``.
+
+    Taken from ``biohash.trainables.trial_name`` (Tune's ``trial_name_creator``)
+    so that the console and the MLflow UI show one name. Not unique: trials
+    that differ only in other hyperparameters share it (their params differ).
+    """
+    from biohash.trainables import trial_name
+
+    # trial_name reads a Tune trial's config; only ``config["trial"]`` is used.
+    return trial_name(SimpleNamespace(config={"trial": cfg.to_dict()}))
 
 
 def _q(value: str) -> str:
@@ -92,10 +114,12 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 class _Child:
     """What is known about one trial's run."""
 
-    __slots__ = ("run_id", "last_epoch", "status")
+    __slots__ = ("run_id", "last_epoch", "status", "name")
 
-    def __init__(self, run_id: str, last_epoch: int = 0, status: str | None = None) -> None:
+    def __init__(self, run_id: str, last_epoch: int = 0, status: str | None = None,
+                 name: str | None = None) -> None:
         self.run_id, self.last_epoch, self.status = run_id, last_epoch, status
+        self.name = name
 
 
 class SweepLogger:
@@ -174,7 +198,7 @@ class SweepLogger:
                     if "biohash.trial_id" in tags and tags["biohash.trial_id"] not in found:
                         found[tags["biohash.trial_id"]] = _Child(
                             run.info.run_id, int(tags.get("biohash.last_epoch", 0)),
-                            tags.get("biohash.status"))
+                            tags.get("biohash.status"), run.info.run_name)
                 token = page.token
                 if not token:
                     break
@@ -189,18 +213,30 @@ class SweepLogger:
         """
         known = self.children().get(cfg.trial_id)
         if known is None:
+            name = short_name(cfg)
             run = self.client.create_run(
-                self.experiment_id(), run_name=cfg.run_name,
+                self.experiment_id(), run_name=name,
                 tags={"mlflow.parentRunId": self.parent_id(), "biohash.role": "trial",
                       "biohash.sweep": self.sweep, "biohash.trial_id": cfg.trial_id,
-                      "biohash.status": "running"})
-            known = self.children()[cfg.trial_id] = _Child(run.info.run_id, 0, "running")
+                      "biohash.status": "running", RUN_NAME_TAG: cfg.run_name})
+            known = self.children()[cfg.trial_id] = _Child(run.info.run_id, 0, "running", name)
             self._log(known.run_id, params={k: str(v) for k, v in cfg.to_dict().items()})
         elif restart and known.status not in (None, "running"):
             self.client.update_run(known.run_id, status="RUNNING")
             self._log(known.run_id, tags={"biohash.status": "running"})
             known.status = "running"
         return known
+
+    def ensure_name(self, cfg: TrialConfig) -> bool:
+        """Give a run created under the old long name its short name (and the
+        ``biohash.run_name`` tag); True when it was renamed."""
+        child, name = self.child(cfg), short_name(cfg)
+        if child.name == name:
+            return False
+        self.client.update_run(child.run_id, name=name)
+        self._log(child.run_id, tags={RUN_NAME_TAG: cfg.run_name})
+        child.name = name
+        return True
 
     # ------------------------------------------------------------------- logging
     def _log(self, run_id: str, *, metrics: Iterable[tuple[str, float, int]] = (),
@@ -306,6 +342,10 @@ class SweepLogger:
             # The run's results are in Parquet either way; only the copy is missing.
             log.warning("MLflow: cannot read the eval files of %s: %s", run_dir, exc)
             return []
+
+    def log_sweep_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Metrics of the sweep's run itself (``step=0``; a later write wins)."""
+        self._log(self.parent_id(), metrics=[(k, float(v), 0) for k, v in sorted(metrics.items())])
 
     def end_sweep(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id(), status=status)

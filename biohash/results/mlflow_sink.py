@@ -3,7 +3,9 @@
 Compared with Ray's ``MLflowLoggerCallback`` it nests trials under a sweep
 run, batches each report into one request, keeps non-numeric values as
 tags, and re-attaches to existing runs after a retry or ``Tuner.restore``
-(see ``biohash.results.mlflow_log``).
+(see ``biohash.results.mlflow_log``). When the sweep ends it writes the
+sweep's answer, the best configs, from the Parquet results
+(``biohash.results.mlflow_best``).
 
 Logging happens on one background thread fed by a FIFO queue, so a slow
 tracking store (SQLite, a remote server) never holds up the Tune event loop
@@ -153,10 +155,26 @@ class MlflowSweepCallback(Callback):
                          lambda lg: lg.mark(cfg, "error", error))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._submit("the best configs", self._log_best)
         self._submit("the end of the sweep", lambda lg: lg.end_sweep("FINISHED"))
         self._close()
 
     # ------------------------------------------------------------------ helpers
+    def _log_best(self, lg: SweepLogger) -> None:
+        """The sweep's answer (``mlflow_best``) from the Parquet results the
+        results callback has written by now (it runs first and writes at once)."""
+        from biohash.errors import ResultsError
+        from biohash.results.mlflow_best import log_sweep_answer
+        from biohash.results.store import sweep_location
+
+        try:
+            loc = sweep_location(self.storage, self.sweep, self.filesystem)
+            answer = log_sweep_answer(lg, loc)
+        except ResultsError as exc:  # no Parquet results: nothing to rank (not an MLflow fault)
+            log.warning("MLflow: no best configs for sweep %s: %s", self.sweep, exc)
+            return
+        log.info("MLflow: %d best config metric(s) on sweep %s", len(answer.metrics), self.sweep)
+
     @staticmethod
     def _log_final(lg: SweepLogger, cfg: TrialConfig, result: dict) -> None:
         # Epochs missed (MLflow down, gaps) come from the complete history.
