@@ -13,7 +13,8 @@ from biohash.search_spaces import (SPACES, SearchSpace, load_space, plan, to_par
                                    trial_gpu_seconds)
 from biohash.search_spaces.plan import PRECISION_SLOWDOWN
 
-SHIPPED = ["demo", "h2q-table", "hybrid", "paper-grid", "seed-bioexp"]
+SHIPPED = ["bio-lr", "demo", "demo-search", "h2q-table", "hhnet", "hybrid", "paper-grid",
+           "seed-bioexp"]
 
 
 def space(raw, name="t"):
@@ -210,7 +211,8 @@ FIELD_LIST = "choose from exp, db, loss, nbits, trf, arch, seed, bs, mode"
 @pytest.mark.parametrize("raw, message", [
     ([1, 2], "bad.yaml: expected a mapping of description, fixed, grid"),
     ({"gird": {"nbits": [16]}}, "bad.yaml: gird: unknown top-level key; choose from "
-                                "description, fixed, grid, overrides, exclude, seeds, repeats"),
+                                "description, fixed, grid, sample, overrides, exclude, seeds, "
+                                "repeats, search"),
     ({"grid": {"modes": ["fa"]}}, f"bad.yaml: grid.modes: unknown field; {FIELD_LIST}"),
     ({"fixed": {"nbits": "many"}}, "bad.yaml: fixed.nbits: bad -nbits 'many'; allowed: an integer"),
     ({"fixed": {"no_cube": "maybe"}}, "bad.yaml: fixed.no_cube: bad -no_cube 'maybe'; "
@@ -323,11 +325,11 @@ def test_registry_names_are_checked_only_when_validating(raw, message):
 
 
 def test_unknown_space_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown search space 'dmeo'; choose from demo, "
-                                          "h2q-table, hybrid, paper-grid, seed-bioexp, or give "
-                                          "the path"):
+    with pytest.raises(ConfigError, match="unknown search space 'dmeo'; choose from bio-lr, "
+                                          "demo, demo-search, h2q-table, hhnet, hybrid, "
+                                          "paper-grid, seed-bioexp, or give the path"):
         load_space("dmeo")
-    with pytest.raises(ConfigError, match="no search space file .*nope.yaml.*shipped space: demo"):
+    with pytest.raises(ConfigError, match="no search space file .*nope.yaml.*shipped space: bio-lr, demo"):
         load_space(str(tmp_path / "nope.yaml"))
     bad = tmp_path / "broken.yaml"
     bad.write_text("grid: {nbits: [16, 32\n")

@@ -198,7 +198,10 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
 
 
-def _param_space(trials, name: str, storage: str, opts: SweepOptions) -> dict[str, Any]:
+def _param_space(trials, name: str, storage: str, opts: SweepOptions,
+                 searched: bool = False) -> dict[str, Any]:
+    """Tune's ``param_space``; with a searcher (``searched``) the searcher
+    supplies ``trial`` for each trial and Tune merges it in."""
     from ray import tune
 
     from biohash.trainables import CHECKPOINT_INTERVAL
@@ -207,12 +210,18 @@ def _param_space(trials, name: str, storage: str, opts: SweepOptions) -> dict[st
     # working directories.
     runtime = {"data_root": opts.data_root, "storage": storage,
                CHECKPOINT_INTERVAL: opts.checkpoint_interval, **opts.extra_runtime}
+    if searched:
+        return {"sweep": name, "runtime": runtime}
     return {"trial": tune.grid_search([t.to_dict() for t in trials]), "sweep": name,
             "runtime": runtime}
 
 
-def _tuner(trials, name: str, root, opts: SweepOptions, space_name: str):
-    """``root`` is the storage root; Tune and the sinks put the sweep under ``root/name``."""
+def _tuner(trials, name: str, root, opts: SweepOptions, space):
+    """``root`` is the storage root; Tune and the sinks put the sweep under ``root/name``.
+
+    ``trials``: the space's expansion (its grid combinations when it has
+    ``sample`` axes; then a ``PerCombinationSearcher`` draws each trial).
+    """
     from ray import tune
 
     from biohash.orchestrator.resources import trial_resources
@@ -222,25 +231,34 @@ def _tuner(trials, name: str, root, opts: SweepOptions, space_name: str):
     callbacks = [ParquetResultsCallback(root.uri, name, filesystem=root.fs)]
     if opts.mlflow_uri != "":
         callbacks.append(MlflowSweepCallback(opts.mlflow_uri or default_mlflow_uri(), sweep=name,
-                                             space=space_name, storage=root.uri,
+                                             space=space.name, storage=root.uri,
                                              filesystem=root.fs))
     scheduler = None
     if opts.scheduler == "asha":
         # max_t one past the last epoch: ASHA stops a trial that reaches max_t,
         # and a trial that survived every rung must still predict and evaluate.
-        max_t = max(t.ep for t in trials) + 1
+        max_t = max(c.ep for t in trials for c in space.corners(t)) + 1
         scheduler = tune.schedulers.ASHAScheduler(time_attr="epoch", max_t=max_t,
                                                   grace_period=min(2, max_t - 1),
                                                   reduction_factor=3)
     trainable = tune.with_resources(trial_trainable,
                                     trial_resources(opts.cpus_per_trial, opts.gpus_per_trial))
+    search = space.search
+    searcher, num_samples = None, 1
+    if search.sampled:
+        from biohash.search_spaces.searcher import PerCombinationSearcher
+
+        searcher = PerCombinationSearcher(trials, space.sample, search)
+        num_samples = space.n_trials
     return tune.Tuner(
         trainable,
-        param_space=_param_space(trials, name, root.uri, opts),
+        param_space=_param_space(trials, name, root.uri, opts, searched=searcher is not None),
         tune_config=tune.TuneConfig(
-            metric="val_mAP", mode="max", scheduler=scheduler, reuse_actors=True,
-            max_concurrent_trials=opts.max_concurrent, trial_name_creator=trial_name,
-            trial_dirname_creator=trial_dirname),
+            metric=search.metric, mode="max", scheduler=scheduler, reuse_actors=True,
+            search_alg=searcher, num_samples=num_samples,
+            # --max-concurrent wins over the space's search.max_concurrent.
+            max_concurrent_trials=opts.max_concurrent or search.max_concurrent,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=name, storage_path=root.path, storage_filesystem=root.fs, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
@@ -364,7 +382,7 @@ def run_sweep(opts: SweepOptions) -> SweepSummary:
     the_plan = plan(space, data_root=opts.data_root)
     if the_plan.problems:
         raise SweepError(f"sweep {space.name!r} cannot start: " + "; ".join(the_plan.problems))
-    trials = the_plan.trials
+    trials = the_plan.trials  # grid combinations when the space samples
     name = opts.name or f"{space.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     loc = root.join(name)
     if loc.exists():
@@ -379,15 +397,17 @@ def run_sweep(opts: SweepOptions) -> SweepSummary:
     _write_sweep_json(loc, {
         "name": name, "space": space.name, "space_path": str(space.path or ""),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(), "code_version": _code_version(),
-        "storage": root.uri, "n_trials": len(trials), "axes": space.axes,
+        "storage": root.uri, "n_trials": space.n_trials, "axes": space.axes,
+        "sample": {k: d.describe() for k, d in space.sample.items()},
+        "search": asdict(space.search),
         "mlflow_uri": "" if opts.mlflow_uri == "" else (opts.mlflow_uri or default_mlflow_uri()),
         "options": {k: v for k, v in asdict(opts).items() if k not in ("space", "name")},
     })
     # Ray is up (ray.init sets its own SIGTERM handler): from here on a signal
     # ends the sweep with a summary and the command that continues it.
     with interruptible() as stop:
-        grid = _fit(_tuner(trials, name, root, opts, space.name), stop)
-        return _summary(grid, name, root, len(trials), stop.reason, opts.address)
+        grid = _fit(_tuner(trials, name, root, opts, space), stop)
+        return _summary(grid, name, root, space.n_trials, stop.reason, opts.address)
 
 
 def resume_sweep(name: str, *, storage: str | None = None, address: str | None = None,

@@ -23,6 +23,16 @@ A space file (shipped ones live beside this module; ``SPACES.names()``)::
     exclude:                              # drop trials matching all keys of
       - {arch: bio-alexnet, mode: dfa}    #   any entry (a list = any of)
     seeds: [0, 1, 2, 3]                   # or `repeats: 4` (= seeds 0..3)
+    sample:                               # drawn per trial by a searcher, not expanded:
+      lr: {loguniform: [1.0e-6, 1.0e-3]}  #   uniform|loguniform: [low, high]
+      penalty: {loguniform: [1.0e-5, 1.0]}#   quniform: [low, high, q]
+      bs: {choice: [64, 128]}             #   randint|lograndint: [low, high] (both included)
+    search:                               #   choice: [values] (any field)
+      algorithm: tpe                      # grid (default without `sample`) | random | tpe
+      num_samples: 16                     # draws per grid combination (required with `sample`)
+      metric: val_mAP                     # maximised; reported every epoch (ASHA's rungs)
+      seed: 0                             # sampler seed of combination i: seed + i
+      max_concurrent: 4                   # optional; --max-concurrent overrides it
 
 Keys are ``TrialConfig`` field names (the old CLI flag names: exp, db,
 loss, nbits, arch, seed, bs, mode, ep, pt, lr, ...) or their long aliases
@@ -41,6 +51,21 @@ nothing is left, and when two trials are the same run (same
 (e.g. ``bio_scope: backbone=bp,head=fa`` and ``bio_scope: head`` with
 ``mode: fa``): duplicates mean an override or scope collapsed an axis, so
 they are reported rather than silently merged; drop one with ``exclude``.
+
+Sampling: ``grid`` (with overrides, seeds, exclusions) still expands into
+combinations; each gets ``num_samples`` configs of the ``sample`` axes,
+drawn by Optuna (``TPESampler`` for ``tpe``, ``RandomSampler`` for
+``random``) through Ray Tune's ``OptunaSearch``, one study per combination
+(``searcher.PerCombinationSearcher``). A sampled field is named nowhere else
+(not fixed, grid, override, exclude; never ``seed``, ``db`` or ``exp``); int
+fields take ``randint``/``lograndint``/``choice``, float fields
+``uniform``/``loguniform``/``quniform``/``choice``, others ``choice``. Drawn
+floats keep full precision (the run name shows them as Python prints them);
+every drawn trial is a complete ``TrialConfig`` with its own stable id.
+Before launch, every combination is validated with the sampled fields at
+every combination of their extremes (``SearchSpace.corners``), which is also
+what ``plan``'s GPU-hour upper bound is taken over. With ``--scheduler asha``
+a sampled search is BOHB-style multi-fidelity search.
 
 Errors are one line naming the file, the key and what is allowed, e.g.
 ``demo.yaml: grid.mode: unknown mode 'fx'; choose from bp, brsf, ...``.

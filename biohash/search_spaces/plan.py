@@ -91,7 +91,9 @@ class Plan:
 
     @property
     def n_trials(self) -> int:
-        return len(self.trials)
+        """Trials the sweep runs (``trials`` are the grid combinations, each
+        run ``search.num_samples`` times with drawn values when it samples)."""
+        return self.space.n_trials
 
     @property
     def problems(self) -> list[str]:
@@ -109,10 +111,20 @@ class Plan:
             lines.append("per learning rule: " + ", ".join(f"{rule} {n:,}"
                                                            for rule, n in per_rule.items()))
         lines.append("axes:" if self.axes else "axes: none (a single configuration)")
-        width = max((len(name) for name in self.axes), default=0)
+        width = max((len(name) for name in (*self.axes, *self.space.sample)), default=0)
         lines += [f"  {name:<{width}}  {', '.join(map(str, values))}"
                   for name, values in self.axes.items()]
-        per_db = Counter(cfg.db for cfg in self.trials)
+        search = self.space.search
+        if search.sampled:
+            limit = search.max_concurrent or "no limit"
+            lines.append(f"sampled axes ({search.algorithm}, {search.num_samples:,} samples per "
+                         f"grid combination x {len(self.trials):,} combinations, seed "
+                         f"{search.seed}, metric {search.metric}, max concurrent {limit}):")
+            lines += [f"  {name:<{width}}  {dist.describe()}"
+                      for name, dist in self.space.sample.items()]
+        n = search.num_samples
+        per_db = Counter({db: count * n for db, count in
+                          Counter(cfg.db for cfg in self.trials).items()})
         lines.append(f"data (root {self.data_root!r}):")
         width = max(len(name) for name in self.data)
         for name, status in self.data.items():
@@ -146,11 +158,16 @@ def plan(space: SearchSpace, *, data_root: str = "data") -> Plan:
                               "" if ready else data_api.missing_message(db, data_root))
     by: dict[tuple[str, str], float] = {}
     sizes = {db: _split_sizes(data_api, db) for db in data}
-    uncosted = sorted({base_arch(cfg.arch) for cfg in trials} - set(THROUGHPUT))
+    uncosted = sorted({base_arch(c.arch) for cfg in trials for c in space.corners(cfg)}
+                      - set(THROUGHPUT))
     notes += [f"no throughput for {arch}; costed as {FALLBACK_ARCH}" for arch in uncosted]
     for cfg in trials:
-        seconds = trial_gpu_seconds(cfg, sizes[cfg.db])
-        by[(cfg.db, cfg.arch)] = by.get((cfg.db, cfg.arch), 0.0) + seconds / 3600
+        # A sampled trial costs at most its dearest corner (the cost model is
+        # monotone in each field), times the draws per combination.
+        costs = {c: trial_gpu_seconds(c, sizes[c.db]) for c in space.corners(cfg)}
+        worst = max(costs, key=costs.__getitem__)
+        key = (worst.db, worst.arch)
+        by[key] = by.get(key, 0.0) + costs[worst] * space.search.num_samples / 3600
     return Plan(space=space, trials=trials, axes=space.axes, data_root=str(data_root),
                 data=data, gpu_hours=sum(by.values()), gpu_hours_by=by, notes=notes)
 

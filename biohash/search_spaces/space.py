@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable, Mapping
 from biohash.config import FIELDS, FROZEN, TrialConfig, base_arch, parse_bio_scope
 from biohash.errors import ConfigError
 from biohash.registry import Registry
-from biohash.search_spaces.spec import Arm, Condition, Override, Spec, parse_spec
+from biohash.search_spaces.spec import (Arm, Condition, Override, Sampled, Search, Spec,
+                                        parse_spec)
 
 __all__ = ["SearchSpace", "SPACES", "load_space", "to_param_space", "SPACE_SUFFIXES"]
 
@@ -78,6 +79,11 @@ class SearchSpace:
     def expand(self, validate: bool = True) -> list[TrialConfig]:
         """Every trial, in a stable order; a fresh list on each call.
 
+        With ``sample`` axes these are the grid combinations, each with the
+        sampled fields at their defaults: the searcher draws
+        ``search.num_samples`` configs per combination at run time
+        (``n_trials`` counts them).
+
         ``validate`` also checks names (datasets, losses, modes, archs and
         the modes inside ``bio_scope``) against the registries; that imports
         the subpackages that define them.
@@ -85,6 +91,7 @@ class SearchSpace:
         trials = self._trials
         if validate:
             self._check_names(trials)
+            self._check_corners(trials)
         return list(trials)
 
     @property
@@ -104,8 +111,36 @@ class SearchSpace:
     @property
     def trials_per_rule(self) -> dict[str, int]:
         """Trials per learning rule actually used (``TrialConfig.effective_mode``,
-        the results' ``rule`` column: a plain arch is ``bp``), first-seen order."""
-        return dict(Counter(cfg.effective_mode for cfg in self._trials))
+        the results' ``rule`` column: a plain arch is ``bp``), first-seen order.
+        Empty when ``mode`` or ``arch`` is sampled (the rule is drawn per trial)."""
+        if {"mode", "arch"} & set(self.sample):
+            return {}
+        n = self.search.num_samples
+        return {rule: count * n for rule, count in
+                Counter(cfg.effective_mode for cfg in self._trials).items()}
+
+    @property
+    def sample(self) -> dict[str, Sampled]:
+        """The sampled axes (field -> distribution); empty for a plain grid."""
+        return dict(self.spec.sample)
+
+    @property
+    def search(self) -> Search:
+        return self.spec.search
+
+    @property
+    def n_trials(self) -> int:
+        """Trials the sweep runs: grid combinations x ``search.num_samples``."""
+        return len(self._trials) * self.search.num_samples
+
+    def corners(self, cfg: TrialConfig) -> list[TrialConfig]:
+        """``cfg`` (one grid combination) with the sampled fields at every
+        combination of their extremes (range ends, every choice): checked
+        before launch, and the configs plan's cost upper bound is taken over.
+        ``[cfg]`` for a plain grid."""
+        sample = self.spec.sample
+        combos = itertools.product(*(d.extremes for d in sample.values()))
+        return [cfg.replace(**dict(zip(sample, values))) for values in combos]
 
     # -------------------------------------------------------------- private
     @functools.cached_property
@@ -166,6 +201,17 @@ class SearchSpace:
                     f"{self.source}: two trials train the same parts with the same rules "
                     f"({', '.join(f'{k}={v}' for k, v in parts.items())}) and differ only in "
                     f"{_differences(first, cfg)}: drop one with `exclude`")
+
+    def _check_corners(self, trials: Iterable[TrialConfig]) -> None:
+        """A sampled value the searcher may draw must make a valid trial."""
+        for cfg in trials:
+            for corner in self.corners(cfg):
+                try:
+                    corner.validate()
+                except ConfigError as exc:
+                    drawn = ", ".join(f"{k}={getattr(corner, k)}" for k in self.spec.sample)
+                    raise ConfigError(f"{self.source}: sample: drawing {drawn} for trial "
+                                      f"{_describe(cfg.to_dict())}: {exc}") from None
 
     def _check_names(self, trials: Iterable[TrialConfig]) -> None:
         # First the values where they are written, so the message names the key.

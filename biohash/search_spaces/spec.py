@@ -8,27 +8,111 @@ losses, modes, archs) happen later, in ``SearchSpace.expand(validate=True)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, NoReturn
 
 from biohash.config import FIELDS, TrialConfig
 from biohash.errors import ConfigError
 
-__all__ = ["Spec", "Override", "Arm", "parse_spec", "TOP_KEYS", "OVERRIDE_KEYS", "ARM_KEYS",
-           "FIELD_NAMES"]
+__all__ = ["Spec", "Override", "Arm", "Sampled", "Search", "parse_spec", "TOP_KEYS",
+           "OVERRIDE_KEYS", "ARM_KEYS", "FIELD_NAMES", "DISTRIBUTIONS", "ALGORITHMS", "SEARCH_KEYS",
+           "METRICS"]
 
 #: Top-level keys of a space file, in the order the docs present them.
-TOP_KEYS = ("description", "fixed", "grid", "overrides", "exclude", "seeds", "repeats")
+TOP_KEYS = ("description", "fixed", "grid", "sample", "overrides", "exclude", "seeds", "repeats",
+            "search")
 #: Keys of one ``overrides`` entry.
 OVERRIDE_KEYS = ("when", "set", "grid", "arms")
 #: Keys of one entry of an override's ``arms``.
 ARM_KEYS = ("set", "grid")
 FIELD_NAMES = tuple(f.name for f in FIELDS)
+_DEFAULTS = {f.name: f.default for f in FIELDS}
 _ALIASES = {f.metadata["long"]: f.name for f in FIELDS if f.metadata["long"]}
 _SCALARS = (str, int, float, bool)
 
 #: A condition: field -> the values that match (any of them).
 Condition = dict[str, tuple[Any, ...]]
+
+#: Distributions of a ``sample`` axis -> what their list holds. Ranges are
+#: closed: ``randint: [1, 4]`` draws 1, 2, 3 or 4 (Tune's own ``randint`` excludes
+#: its upper bound; the YAML says what it means instead).
+DISTRIBUTIONS = {
+    "uniform": "[low, high], low < high",
+    "loguniform": "[low, high], 0 < low < high",
+    "quniform": "[low, high, q], low < high, q > 0 (multiples of q)",
+    "randint": "[low, high] integers, low < high, both included",
+    "lograndint": "[low, high] integers, 0 < low < high, both included",
+    "choice": "[value, ...] (any field)",
+}
+#: Distributions for float fields, for int fields; other fields take ``choice`` only.
+_FLOAT_KINDS = ("uniform", "loguniform", "quniform", "choice")
+_INT_KINDS = ("randint", "lograndint", "choice")
+#: ``search.algorithm``: ``grid`` runs the expanded trials; ``random`` and
+#: ``tpe`` draw ``num_samples`` configs of the ``sample`` axes per grid
+#: combination with Optuna's RandomSampler / TPESampler (through Tune's
+#: ``OptunaSearch``).
+ALGORITHMS = ("grid", "random", "tpe")
+#: Keys of the ``search`` block.
+SEARCH_KEYS = ("algorithm", "num_samples", "metric", "seed", "max_concurrent")
+#: Metrics a searcher may optimise: reported after every epoch (so ASHA can
+#: compare trials at a rung) and maximised.
+METRICS = ("val_mAP",)
+#: Fields a searcher may not draw, and where they belong instead.
+_NOT_SAMPLED = {
+    "seed": "give seeds with `seeds` or `repeats`",
+    "db": "datasets are a `grid` axis (their data is checked before launch)",
+    "exp": "the experiment name is `fixed`",
+}
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """One ``sample`` axis: a distribution and its arguments.
+
+    ``args`` are typed: floats for ``uniform``/``loguniform``/``quniform``,
+    ints for ``randint``/``lograndint`` (both bounds included), the field's
+    typed values for ``choice``.
+    """
+
+    kind: str
+    args: tuple[Any, ...]
+
+    def domain(self) -> Any:
+        """The Ray Tune search domain (imports Ray)."""
+        from ray import tune
+
+        if self.kind == "choice":
+            return tune.choice(list(self.args))
+        if self.kind == "quniform":
+            return tune.quniform(*self.args)
+        if self.kind in ("randint", "lograndint"):  # Tune's upper bound is exclusive
+            low, high = self.args
+            return getattr(tune, self.kind)(low, high + 1)
+        return getattr(tune, self.kind)(*self.args)
+
+    @property
+    def extremes(self) -> tuple[Any, ...]:
+        """The values that bound any cost monotone in this field (for plan's
+        upper bound): every choice, or the two ends of a range."""
+        return self.args if self.kind == "choice" else tuple(self.args[:2])
+
+    def describe(self) -> str:
+        return f"{self.kind}({', '.join(map(str, self.args))})"
+
+
+@dataclass(frozen=True)
+class Search:
+    """The ``search`` block; the defaults are a plain grid."""
+
+    algorithm: str = "grid"
+    num_samples: int = 1
+    metric: str = "val_mAP"
+    seed: int = 0
+    max_concurrent: int | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.algorithm != "grid"
 
 
 @dataclass(frozen=True)
@@ -77,6 +161,8 @@ class Spec:
     exclude: tuple[Condition, ...]
     seeds: tuple[int, ...] | None
     located: tuple[tuple[str, str, Any], ...]
+    sample: dict[str, Sampled] = field(default_factory=dict)
+    search: Search = Search()
 
 
 def parse_spec(raw: Any, *, source: str) -> Spec:
@@ -116,8 +202,121 @@ class _Parser:
         exclude = tuple(self.condition(f"exclude[{i}]", entry)
                         for i, entry in enumerate(self.entries("exclude", raw.get("exclude"))))
         seeds = self.seeds(raw, fixed, grid, overrides)
+        sample = self.sample(raw.get("sample"), fixed=fixed, grid=grid, overrides=overrides,
+                             exclude=exclude, seeds=seeds)
+        search = self.search(raw.get("search"), sample)
         return Spec(description.strip(), fixed, grid, overrides, exclude, seeds,
-                    tuple(self.located))
+                    tuple(self.located), sample, search)
+
+    # -------------------------------------------------------------- sampling
+    def sample(self, section: Any, *, fixed: Mapping, grid: Mapping,
+               overrides: tuple[Override, ...], exclude: tuple[Condition, ...],
+               seeds: tuple[int, ...] | None) -> dict[str, Sampled]:
+        """``sample: {field: {distribution: [args]}}``; a sampled field is
+        named nowhere else (its value is only known once a searcher drew it)."""
+        elsewhere = ([("fixed", set(fixed)), ("grid", set(grid))]
+                     + [(f"overrides[{i}]", o.fields() | set(o.when))
+                        for i, o in enumerate(overrides)]
+                     + [(f"exclude[{i}]", set(c)) for i, c in enumerate(exclude)])
+        out = {}
+        for written, name, value in self.fields("sample", section):
+            key = f"sample.{written}"
+            if name in _NOT_SAMPLED:
+                self.fail(key, f"{name} is not sampled; {_NOT_SAMPLED[name]}")
+            for where, names in elsewhere:
+                if name in names:
+                    self.fail(key, f"is also named in {where}; a sampled field is named "
+                                   f"nowhere else")
+            out[name] = self.distribution(key, name, value)
+        return out
+
+    def distribution(self, key: str, name: str, value: Any) -> Sampled:
+        if not isinstance(value, Mapping) or len(value) != 1:
+            self.fail(key, f"expected one distribution {{kind: [args]}} with kind in "
+                           f"{', '.join(DISTRIBUTIONS)}, got {value!r}")
+        (kind, args), = value.items()
+        kinds = {float: _FLOAT_KINDS, int: _INT_KINDS}.get(type(_DEFAULTS[name]), ("choice",))
+        if kind not in DISTRIBUTIONS:
+            self.fail(f"{key}.{kind}", f"unknown distribution; choose from "
+                                       f"{', '.join(DISTRIBUTIONS)}")
+        if kind not in kinds:
+            self.fail(f"{key}.{kind}", f"{name} is a {type(_DEFAULTS[name]).__name__} field; "
+                                       f"choose from {', '.join(kinds)}")
+        key = f"{key}.{kind}"
+        if not isinstance(args, list) or not args:
+            self.fail(key, f"expected a list {DISTRIBUTIONS[kind]}, got {args!r}")
+        if kind == "choice":
+            return Sampled(kind, self.axis(key, name, args))
+        want = 3 if kind == "quniform" else 2
+        if len(args) != want:
+            self.fail(key, f"expected {DISTRIBUTIONS[kind]}, got {args!r}")
+        number = int if kind in ("randint", "lograndint") else float
+        typed = tuple(self.number(key, arg, number) for arg in args)
+        low, high = typed[:2]
+        if not low < high:
+            self.fail(key, f"bounds {args!r} are in the wrong order; expected "
+                           f"{DISTRIBUTIONS[kind]}")
+        if kind.startswith("log") and low <= 0:
+            self.fail(key, f"a log scale needs bounds > 0, got {args!r}")
+        if kind == "quniform" and typed[2] <= 0:
+            self.fail(key, f"q must be > 0, got {args!r}")
+        for bound in (low, high):  # both ends must be values the field accepts
+            self.value(key, name, bound)
+        return Sampled(kind, typed)
+
+    def number(self, key: str, value: Any, number: type) -> Any:
+        # PyYAML reads 1e-6 (no dot) as text: accept numeric text, as `value` does.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            self.fail(key, f"expected a number, got {value!r}")
+        try:
+            typed = number(float(value)) if number is float else int(value)
+        except ValueError:
+            self.fail(key, f"expected {'an integer' if number is int else 'a number'}, "
+                           f"got {value!r}")
+        if number is int and isinstance(value, float) and not value.is_integer():
+            self.fail(key, f"expected an integer, got {value!r}")
+        return typed
+
+    def search(self, section: Any, sample: Mapping[str, Sampled]) -> Search:
+        if section is None:
+            section = {}
+        if not isinstance(section, Mapping):
+            self.fail("search", f"expected a mapping of {', '.join(SEARCH_KEYS)}, got {section!r}")
+        for key in section:
+            if key not in SEARCH_KEYS:
+                self.fail(f"search.{key}", f"unknown key; choose from {', '.join(SEARCH_KEYS)}")
+        default = "random" if sample else "grid"
+        algorithm = section.get("algorithm", default)
+        if algorithm not in ALGORITHMS:
+            self.fail("search.algorithm", f"unknown algorithm {algorithm!r}; choose from "
+                                          f"{', '.join(ALGORITHMS)}")
+        if algorithm != "grid" and not sample:
+            self.fail("search.algorithm", f"{algorithm} needs sampled axes: add "
+                                          f"`sample: {{field: {{loguniform: [low, high]}}}}`")
+        if algorithm == "grid" and sample:
+            self.fail("search.algorithm", f"grid does not sample; with `sample` axes choose "
+                                          f"random or tpe")
+        num = section.get("num_samples", 1)
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            self.fail("search.num_samples", f"expected an integer >= 1, got {num!r}")
+        if algorithm == "grid" and num != 1:
+            self.fail("search.num_samples", f"a grid runs each trial once, got {num!r}; "
+                                            f"repeat trials with `seeds` or `repeats`")
+        if sample and "num_samples" not in section:
+            self.fail("search", "sampled axes need `num_samples` (configs drawn per grid "
+                                "combination)")
+        metric = section.get("metric", METRICS[0])
+        if metric not in METRICS:
+            self.fail("search.metric", f"unknown metric {metric!r}; choose from "
+                                       f"{', '.join(METRICS)} (reported every epoch, maximised)")
+        seed = section.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            self.fail("search.seed", f"expected an integer >= 0, got {seed!r}")
+        limit = section.get("max_concurrent")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            self.fail("search.max_concurrent", f"expected an integer >= 1, got {limit!r}")
+        return Search(algorithm, num, metric, seed, limit)
 
     # ------------------------------------------------------------- sections
     def fields(self, key: str, section: Any) -> list[tuple[str, str, Any]]:
