@@ -42,6 +42,7 @@ __all__ = ["RehearsalOptions", "rehearse", "mlflow_start_line"]
 
 SWEEP_NAME = "rehearsal"
 _RAY_LIFECYCLE = re.compile(r"\bray\s+(start|stop)\b")
+_PUBLISH = re.compile(r"\bbiohash\s+cluster\s+publish\b")
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ def _env(base: dict[str, str]) -> dict[str, str]:
 def _start_head_commands(config: Mapping[str, Any], work: Path, gcs: str, mlflow_port: int,
                          env: dict[str, str]) -> list[_Session]:
     """The head's start lines except ``ray start``/``ray stop`` (done by the fake
-    cluster; ``ray stop`` would stop every Ray of this machine), with HOME, the
+    cluster; ``ray stop`` would stop every Ray of this machine) and ``biohash
+    cluster publish`` (see :func:`_publish_like_the_head`), with HOME, the
     bucket, the GCS and the MLflow port of the rehearsal."""
     sessions = []
     home, bucket = work / "head-home", work / "bucket"
@@ -188,6 +190,8 @@ def _start_head_commands(config: Mapping[str, Any], work: Path, gcs: str, mlflow
             continue
         if "mlflow server" in line:
             line = re.sub(r"--port[= ]\d+", f"--port {mlflow_port}", line)
+        if _PUBLISH.search(line):  # needs the GCS: run after the fake cluster is up
+            continue
         with (work / f"head-start-{i}.log").open("w") as log:
             proc = subprocess.Popen(["bash", "-c", line], env=line_env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -196,6 +200,22 @@ def _start_head_commands(config: Mapping[str, Any], work: Path, gcs: str, mlflow
                 raise SweepError(f"head start line {i} failed ({proc.returncode}); see {log.name} "
                                  f"in {work}")
     return sessions
+
+
+def _publish_like_the_head(config: Mapping[str, Any], work: Path, gcs: str,
+                          env: dict[str, str]) -> None:
+    """Run the head's ``biohash cluster publish`` line, once the GCS is up, on the
+    rehearsal's autoscaling config (the head's ``~/ray_bootstrap_config.yaml``)."""
+    for i, line in enumerate(config.get("head_start_ray_commands") or []):
+        if not _PUBLISH.search(line):
+            continue
+        cmd = [str(Path(sys.executable).with_name("biohash")), "cluster", "publish",
+               str(work / "autoscaling.yaml"), "--address", gcs]
+        with (work / f"head-start-{i}.log").open("w") as log:
+            if subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=300).returncode != 0:
+                raise SweepError(f"head start line {i} (biohash cluster publish) failed; see "
+                                 f"{log.name} in {work}")
 
 
 def _wait_mlflow(port: int, timeout_s: float, log: Path) -> None:
@@ -337,6 +357,7 @@ def _run(opts: RehearsalOptions, config: Mapping[str, Any], cluster: FakeCluster
     # Ray's C++ failure handler would turn SIGTERM into an abort that skips our cleanup.
     os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
     ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    _publish_like_the_head(config, work, cluster.address, env)
     _catch_sigterm()
     # The observer would echo every raylet death (the spot losses we cause) into the
     # report; Ray turns this same switch off while a debugger breakpoint is active.
