@@ -1,11 +1,15 @@
 """Cost of each learning rule relative to backprop: step time and peak memory.
 
-    .venv/bin/python benchmarks/bio_overhead.py [--quick] [--reps N]
+    .venv/bin/python benchmarks/bio_overhead.py [--quick] [--reps N] [--workload NAME]
 
 One process. For each workload every mode gets its own converted copy of the
 same model; steps (forward + backward + SGD step) are timed with the modes
 interleaved, in a rotated order each round, so machine noise hits all modes
-alike; the median per mode is divided by bp's. Workloads: a tiny DIGITS-like
+alike. Each round gives a ratio per mode (its step / bp's step of the same
+round); the table shows the median ratio over at least ``MIN_ROUNDS`` rounds
+and, beside it, the min / max of those ratios: a wide spread means the
+machine was busy and the median is the figure to trust, a spread that
+straddles a target means "not decided", run again. Workloads: a tiny DIGITS-like
 CNN (1x8x8) and torchvision VGG16 (weights=None) at 32x32, batch 16, on CPU;
 VGG16 at 224x224 under bf16 autocast when CUDA is available.
 
@@ -41,6 +45,8 @@ from biohash.bio import MODES, convert
 TIME_TARGET = {"fa": 1.15, "usf": 1.15, "frsf": 1.15, "brsf": 1.30}
 GPU_TIME_TARGET = {"fa": 1.10, "usf": 1.10, "frsf": 1.10, "brsf": 1.30}
 MEM_TARGET = 1.10
+#: Fewest interleaved rounds per workload: fewer gives no usable median on a shared machine.
+MIN_ROUNDS = 11
 #: Below this, a step's RSS peak is allocator/page noise: no memory verdict.
 MIN_MEASURABLE_MB = 16.0
 
@@ -162,9 +168,11 @@ def run(wl: Workload, reps: int, warmup: int) -> list[dict]:
     _pin_mmap_threshold()
     for t in trials:
         peak = min(t.step_peak_mb() for _ in range(2))  # min: other processes add noise
+        ratios = [w / b for w, b in zip(wall[t.mode], wall["bp"])]  # per round, paired
         rows.append(dict(mode=t.mode, wall=statistics.median(wall[t.mode]),
-                         cpu=statistics.median(cpu[t.mode]), peak=peak,
-                         resident=t.resident_mb()))
+                         ratio=statistics.median(ratios), lo=min(ratios), hi=max(ratios),
+                         cpu=statistics.median(c / b for c, b in zip(cpu[t.mode], cpu["bp"])),
+                         peak=peak, resident=t.resident_mb()))
     for t in trials:  # free this workload's models before the next one
         del t.model, t.opt
     return rows
@@ -175,13 +183,14 @@ def report(wl: Workload, rows: list[dict]) -> list[str]:
     targets = GPU_TIME_TARGET if wl.device == "cuda" else TIME_TARGET
     print(f"\n== {wl.name}: batch {wl.batch}, {wl.size}x{wl.size}, {wl.device}"
           f"{', autocast ' + str(wl.amp).removeprefix('torch.') if wl.amp else ''} ==")
-    print(f"{'mode':6s} {'step ms':>9s} {'time/bp':>8s} {'cpu/bp':>7s} "
+    print(f"{'mode':6s} {'step ms':>9s} {'time/bp':>8s} {'(min-max)':>13s} {'cpu/bp':>7s} "
           f"{'peak MB':>9s} {'peak/bp':>8s} {'resident MB':>12s}")
     misses = []
     for r in rows:
-        tr, cr = r["wall"] / bp["wall"], r["cpu"] / bp["cpu"]
+        tr, cr = r["ratio"], r["cpu"]
         mr = r["peak"] / bp["peak"] if bp["peak"] > 0 else float("nan")
-        print(f"{r['mode']:6s} {r['wall'] * 1e3:9.1f} {tr:8.3f} {cr:7.3f} "
+        spread = f"({r['lo']:.2f}-{r['hi']:.2f})"
+        print(f"{r['mode']:6s} {r['wall'] * 1e3:9.1f} {tr:8.3f} {spread:>13s} {cr:7.3f} "
               f"{r['peak']:9.1f} {mr:8.3f} {r['resident']:12.1f}")
         if r["mode"] in targets and tr > targets[r["mode"]]:
             misses.append(f"{wl.name} {r['mode']}: time {tr:.2f}x > {targets[r['mode']]}x")
@@ -194,10 +203,17 @@ def report(wl: Workload, rows: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repetitions")
-    parser.add_argument("--reps", type=int, default=None, help="timed rounds per workload")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{MIN_ROUNDS} rounds, fewer DIGITS steps per round")
+    parser.add_argument("--reps", type=int, default=None,
+                        help=f"timed rounds per workload (at least {MIN_ROUNDS}; default 15)")
+    parser.add_argument("--workload", action="append", default=None,
+                        choices=["digits-cnn", "vgg16@32", "vgg16@224"],
+                        help="run only this workload (repeatable; default: all available)")
     args = parser.parse_args(argv)
-    reps = args.reps or (4 if args.quick else 15)
+    if args.reps is not None and args.reps < MIN_ROUNDS:
+        parser.error(f"--reps {args.reps}: at least {MIN_ROUNDS} rounds give a usable median")
+    reps = args.reps or (MIN_ROUNDS if args.quick else 15)
     workloads = [
         Workload("digits-cnn", digits_cnn, batch=64, size=8, channels=1, classes=10),
         Workload("vgg16@32", vgg16, batch=16, size=32, channels=3, classes=1000),
@@ -205,12 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():  # after the CPU runs: mallopt then applies to all
         workloads.append(Workload("vgg16@224", vgg16, batch=32, size=224, channels=3,
                                   classes=1000, device="cuda", amp=torch.bfloat16))
+    if args.workload:
+        workloads = [wl for wl in workloads if wl.name in args.workload]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{reps} interleaved rounds (medians); memory = peak of one step above resident")
+          f"{reps} interleaved rounds; time/bp = median of per-round ratios (min-max); "
+          f"memory = peak of one step above resident", flush=True)
     misses = []
     for wl in workloads:
         digits = wl.name.startswith("digits")
-        misses += report(wl, run(wl, reps * (25 if digits else 1), warmup=5 if digits else 1))
+        rounds = reps * ((5 if args.quick else 25) if digits else 1)  # DIGITS steps are ~ms
+        misses += report(wl, run(wl, rounds, warmup=5 if digits else 1))
+        sys.stdout.flush()
     print("\ntargets: " + ("all met" if not misses else "; ".join(misses)))
     return 0
 

@@ -153,7 +153,9 @@ class TrialConfig:
             value = getattr(self, part)
             need(bool(value) and "/" not in value and value not in (".", ".."), part,
                  "a non-empty name without '/'")
-        parse_bio_scope(self.bio_scope, self.mode)  # raises on bad syntax
+        if set(parse_bio_scope(self.bio_scope, self.mode).values()) == {FROZEN}:  # + bad syntax
+            raise ConfigError(f"bad -bio_scope {self.bio_scope!r}: every part is frozen, so nothing "
+                              f"would learn; give at least one part a rule or bp")
         if self.bio_scope != "all" and not self.arch.startswith("bio-"):
             raise ConfigError(
                 f"bad -bio_scope {self.bio_scope!r} for -arch {self.arch!r}; "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from biohash.bio import MODES, BioConv2d, BioLinear, convert, is_bio
-from biohash.bio.rules import CHUNK_ELEMS_CPU, weight_chunks
+from biohash.bio import rules
+from biohash.bio.rules import step_seed, weight_chunks
 from biohash.errors import ConfigError
 
 ALL = MODES.names()
@@ -96,10 +98,11 @@ def test_linear_input_grad_is_delta_B_and_weight_grads_exact(mode, shape):
 
 
 @pytest.mark.parametrize("mode", ["fa", "usf", "frsf", "brsf"])
-def test_large_linear_uses_column_blocks_and_stays_exact(mode):
+def test_large_linear_uses_column_blocks_and_stays_exact(mode, monkeypatch):
+    monkeypatch.setattr(rules, "CHUNK_ELEMS_CPU", 1 << 18)  # the test stays small
     layer = BioLinear(1030, 512, mode=mode, seed=1)  # 1030: a ragged last block
     assert len(weight_chunks(layer.weight.shape, layer.weight.device)) > 1
-    assert layer.weight.numel() > CHUNK_ELEMS_CPU
+    assert layer.weight.numel() > rules.CHUNK_ELEMS_CPU
     x = torch.randn(4, 1030, requires_grad=True)
     delta = torch.randn(4, 512)
     layer(x).backward(delta)
@@ -223,6 +226,74 @@ def test_brsf_redraws_every_forward_and_frsf_does_not():
     with torch.no_grad():  # evaluation does not advance the draws
         brsf(x)
     assert torch.equal(brsf.feedback_matrix(), mats["brsf"][1])
+
+
+def _byte_level_B(layer) -> torch.Tensor:
+    """brsf's B of the latest draw, from its definition, in one unblocked draw per chunk.
+
+    Per column chunk: a CPU generator seeded ``step_seed(draw seed, first
+    column)``, full-range int64 draws read as little-endian bytes k, and
+    B = (k + 0.5) * sqrt(3) * std / 256 with the sign of W.
+    """
+    w = layer.weight.detach()
+    seed = step_seed(layer.feedback_seed, layer._draws)
+    blocks = []
+    parts = weight_chunks(w.shape, w.device)
+    assert isinstance(layer, BioConv2d) or len(parts) > 1
+    for part in parts:
+        wp = w[part]
+        gen = torch.Generator().manual_seed(step_seed(seed, part[1].start or 0))
+        bits = torch.empty((wp.numel() + 7) // 8, dtype=torch.int64)
+        bits.random_(-(2**63), None, generator=gen)
+        k = bits.view(torch.uint8)[:wp.numel()].view(wp.shape).double()
+        blocks.append(((k + 0.5) * math.sqrt(3) * layer.feedback_std / 256).copysign(wp))
+    return torch.cat(blocks, dim=1).float()
+
+
+@pytest.mark.parametrize("layer,block", [
+    (lambda: BioConv2d(63, 44, 3, mode="brsf", seed=3), 4096),  # 8-row blocks, ragged last
+    (lambda: BioConv2d(64, 44, 3, mode="brsf", seed=3), None),  # one block
+    (lambda: BioConv2d(3, 5, 3, mode="brsf", seed=3), 64),  # fewer rows than one block
+    (lambda: BioLinear(1030, 300, mode="brsf", seed=1), None),  # column chunks, ragged last
+    (lambda: BioLinear(1030, 300, mode="brsf", seed=1), 2048),  # ... each in row blocks
+], ids=["conv-blocks", "conv-one-block", "conv-small", "linear-chunks", "linear-blocks"])
+def test_brsf_blocked_draw_is_the_byte_level_draw_of_its_seed(layer, block, monkeypatch):
+    monkeypatch.setattr(rules, "CHUNK_ELEMS_CPU", 1 << 16)  # BioLinear(1030, 300): 5 chunks
+    if block is not None:
+        monkeypatch.setattr(rules, "DRAW_BLOCK_CPU", block)
+    layer = layer()
+    if isinstance(layer, BioConv2d):
+        x = torch.randn(2, layer.in_channels, 5, 5, requires_grad=True)
+    else:
+        x = torch.randn(2, 1030, requires_grad=True)
+    y = layer(x)
+    delta = torch.randn_like(y)
+    y.backward(delta)
+    B = layer.feedback_matrix()
+    torch.testing.assert_close(B, _byte_level_B(layer), rtol=1e-6, atol=0)
+    levels = B.abs().double() / (math.sqrt(3) * layer.feedback_std / 256) - 0.5
+    torch.testing.assert_close(levels, levels.round(), rtol=0, atol=1e-3)  # 256 midpoints
+    assert levels.round().min() >= 0 and levels.round().max() <= 255
+    nz = layer.weight != 0
+    assert torch.equal(torch.sign(B)[nz], torch.sign(layer.weight.detach())[nz])
+    # the gradient used exactly this B (scale applied to the product)
+    if isinstance(layer, BioLinear):
+        torch.testing.assert_close(x.grad, delta @ B, rtol=1e-5, atol=1e-6)
+    else:
+        expected = torch.nn.grad.conv2d_input(x.shape, B, delta)
+        torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_brsf_levels_are_uniform_with_the_rule_mean_and_variance():
+    layer = BioConv2d(256, 256, 3, mode="brsf", seed=0)  # 590k draws
+    layer(torch.randn(1, 256, 3, 3, requires_grad=True)).sum().backward()
+    bound = math.sqrt(3) * layer.feedback_std
+    m = layer.feedback_matrix().abs().double() / bound  # should be ~U(0, 1) on 256 midpoints
+    assert m.mean().item() == pytest.approx(0.5, abs=2e-3)
+    # midpoint levels: variance (1 - 1/256^2) / 12, i.e. U(0, 1)'s to 1e-5
+    assert m.var().item() == pytest.approx(1 / 12, rel=1e-2)
+    counts = torch.bincount((m * 256).floor().long().flatten(), minlength=256)
+    assert counts.numel() == 256 and counts.min() > 0.8 * counts.float().mean()
 
 
 @pytest.mark.parametrize("mode", BIO)
@@ -377,3 +448,32 @@ def test_channels_last_gives_the_same_gradients(mode):
         _loss(m(inp), y).backward()
     for (name, w), w2 in zip(_weights(model).items(), _weights(twin).values()):
         torch.testing.assert_close(w.grad, w2.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+# --- unbatched input -----------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("mode", WEIGHT_SHAPED)
+@pytest.mark.parametrize("case", ["stride", "same", "circular"])
+def test_unbatched_conv_input_works_as_in_nn_conv2d(mode, case):
+    kw = CONV_CASES[case]
+    kernel = 4 if case == "same" else 3
+    torch.manual_seed(0)
+    layer = BioConv2d(4, 6, kernel, mode=mode, seed=2, **kw)
+    twin = copy.deepcopy(layer)  # same draw counter: the same B for brsf
+    ref = nn.Conv2d(4, 6, kernel, **kw)
+    ref.load_state_dict({"weight": layer.weight, "bias": layer.bias})
+    x = torch.randn(4, 9, 10, requires_grad=True)  # (C, H, W)
+    y = layer(x)
+    torch.testing.assert_close(y, ref(x))  # same output (and shape) as nn.Conv2d
+    delta = torch.randn_like(y)
+    y.backward(delta)
+    xb = x.detach().unsqueeze(0).requires_grad_()
+    twin(xb).backward(delta.unsqueeze(0))
+    torch.testing.assert_close(x.grad, xb.grad.squeeze(0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer.weight.grad, twin.weight.grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer.bias.grad, twin.bias.grad, rtol=0, atol=1e-6)
+    if mode == "bp":  # exactly nn.Conv2d's gradients
+        expected = torch.autograd.grad(ref(x), [x, ref.weight], delta)
+        torch.testing.assert_close(x.grad, expected[0])
+        torch.testing.assert_close(layer.weight.grad, expected[1])

@@ -170,6 +170,38 @@ def test_frozen_backbone_gets_no_gradient_bio_head_learns():
     assert not torch.equal(model.head.weight, head_before)
 
 
+def test_a_frozen_part_stays_in_eval_when_the_model_trains():
+    torch.manual_seed(0)
+    model = convert(TwoPart(), "fa", {"backbone": "frozen", "head": "fa"})
+    bn = model.backbone[1]
+    stats = (bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
+    model.train()
+    assert model.training and model.head.training
+    assert not any(m.training for m in model.backbone.modules())  # BN and Dropout too
+    x, y = _batch()
+    torch.manual_seed(1)
+    first = model.backbone(x)
+    torch.manual_seed(2)  # another dropout mask, if dropout were on
+    assert torch.equal(model.backbone(x), first)
+    _train(model, 2)
+    assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
+    assert int(bn.num_batches_tracked) == stats[2]
+    model.eval()
+    model.train(True)
+    assert not model.backbone.training and model.head.training
+    twin = copy.deepcopy(model)  # copies keep the behaviour
+    twin.train()
+    assert not twin.backbone.training and twin.head.training
+    assert twin.backbone.train.part is twin.backbone
+
+
+def test_a_part_frozen_alone_leaves_the_rest_of_the_model_training():
+    model = convert(TwoPart(), "frozen", "head")
+    model.train()
+    assert model.backbone.training and not model.head.training
+    assert all(p.requires_grad for p in model.backbone.parameters())
+
+
 def test_dfa_in_a_mapping_scope_uses_the_model_output_error():
     torch.manual_seed(0)
     model = convert(TwoPart(), "dfa", {"backbone": "dfa", "head": "bp"})
@@ -200,6 +232,10 @@ def test_converting_parts_in_two_calls_then_twice_fails():
     (dict(mode="fa", scope={}), "bad scope"),
     (dict(mode="fa", scope={"backbone": "fa", "backbone.0": "usf"}), "overlap"),
     (dict(mode="fa", scope="backbone.2"), "holds no nn.Linear/nn.Conv2d"),
+    (dict(mode="fa", scope={"backbone": "frozen", "head": "frozen"}),
+     "scope backbone=frozen,head=frozen freezes every trainable parameter, so nothing would "
+     "learn"),
+    (dict(mode="frozen"), "scope all=frozen freezes every trainable parameter"),
 ])
 def test_bad_input_raises_one_line_config_error_and_changes_nothing(kwargs, match):
     model = TwoPart()
@@ -210,6 +246,7 @@ def test_bad_input_raises_one_line_config_error_and_changes_nothing(kwargs, matc
     assert "\n" not in str(info.value)
     assert not is_bio(model) and model.state_dict().keys() == state.keys()
     assert all(p.requires_grad for p in model.parameters())
+    assert all(m.training for m in model.modules()) and "train" not in vars(model.backbone)
 
 
 def test_bad_layer_arguments():

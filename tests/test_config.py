@@ -101,3 +101,8 @@ def test_scopes_and_effective_mode():
 def test_every_field_has_a_flag_and_help():
     assert [f.metadata["flag"] for f in FIELDS][:3] == ["exp", "db", "loss"]
     assert all(f.metadata["help"] for f in FIELDS)
+
+
+def test_a_scope_that_freezes_every_part_is_refused():
+    with pytest.raises(ConfigError, match="every part is frozen"):
+        TrialConfig(arch="bio-vgg16", bio_scope="backbone=frozen,head=frozen")

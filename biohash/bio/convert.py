@@ -25,6 +25,7 @@ checks this.
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Mapping
 
@@ -42,11 +43,30 @@ _TAP_ATTR = "_biohash_dfa_tap"
 
 
 class DFATap:
-    """Forward hooks on the converted model: one error slot per forward pass."""
+    """Forward hooks on the converted model: one error slot per forward pass.
+
+    The slot of the forward in progress is per thread: ``nn.DataParallel``
+    runs its replicas (which share these hooks) in parallel threads, each
+    with its own forward, output and slot.
+    """
 
     def __init__(self, output_dim: int) -> None:
         self.output_dim = output_dim
-        self.current: ErrorSlot | None = None
+        self._local = threading.local()
+
+    @property
+    def current(self) -> ErrorSlot | None:
+        return getattr(self._local, "slot", None)
+
+    @current.setter
+    def current(self, slot: ErrorSlot | None) -> None:
+        self._local.slot = slot
+
+    def __getstate__(self) -> dict:  # copies and pickles start with no forward in progress
+        return {"output_dim": self.output_dim}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["output_dim"])
 
     def pre(self, module: nn.Module, args: tuple) -> None:
         self.current = ErrorSlot()
@@ -86,14 +106,21 @@ def convert(model: nn.Module, mode: str, scope: Scope = "all", *, seed: int = 0,
     Layers whose class overrides ``forward`` (e.g. timm's Conv2dSame) or that
     are parametrized are left as they are, with a warning.
 
+    A ``"frozen"`` part is also put in eval mode and kept there: its
+    ``train()`` leaves it in eval, so ``model.train()`` does not update its
+    BatchNorm statistics or turn its Dropout back on (a frozen feature
+    extractor computes the same features every epoch).
+
     Raises ConfigError, before changing anything, for an unknown mode or
-    init, a scope naming no submodule, a part that is already converted, or
-    a part holding no convertible layer.
+    init, a scope naming no submodule, a part that is already converted, a
+    part holding no convertible layer, or frozen parts that hold every
+    trainable parameter (nothing would learn).
     """
     INITS.check(init)
     if mode != FROZEN:
         MODES.check(mode)
     plan = _plan(model, mode, scope)
+    _check_something_learns(model, plan, scope)
     jobs: list[tuple[str, nn.Module, str]] = []
     skipped: list[str] = []
     for name, part, part_mode in plan:
@@ -115,7 +142,7 @@ def convert(model: nn.Module, mode: str, scope: Scope = "all", *, seed: int = 0,
     # Everything is validated: from here on nothing raises for user input.
     for name, part, part_mode in plan:
         if part_mode == FROZEN:
-            part.requires_grad_(False)
+            _freeze(part)
     for qualname, layer, layer_mode in jobs:
         layer.__class__ = BioLinear if isinstance(layer, nn.Linear) else BioConv2d
         layer._setup_bio(layer_mode, seed=derive_seed(seed, qualname), init=init,
@@ -149,6 +176,37 @@ def _plan(model: nn.Module, mode: str, scope: Scope) -> list[tuple[str, nn.Modul
                 raise ConfigError(f"scope parts {a or 'all'!r} and {b!r} overlap; "
                                   f"name disjoint submodules")
     return plan
+
+
+def _check_something_learns(model: nn.Module, plan: list[tuple[str, nn.Module, str]],
+                            scope: Scope) -> None:
+    frozen = {id(p) for _, part, m in plan if m == FROZEN for p in part.parameters()}
+    if frozen and all(id(p) in frozen for p in model.parameters() if p.requires_grad):
+        shown = (",".join(f"{k or 'all'}={v}" for k, v in scope.items())
+                 if isinstance(scope, Mapping) else f"{scope}={FROZEN}")
+        raise ConfigError(f"scope {shown} freezes every trainable parameter, so nothing "
+                          f"would learn; give at least one part a rule or bp")
+
+
+class _StayInEval:
+    """A frozen part's ``train``: whatever mode is asked, the part goes to eval.
+
+    An instance attribute (not a class swap) so the part keeps its class,
+    and ``copy.deepcopy``/pickling keep the behaviour.
+    """
+
+    def __init__(self, part: nn.Module) -> None:
+        self.part = part
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        return nn.Module.train(self.part, False)
+
+
+def _freeze(part: nn.Module) -> None:
+    part.requires_grad_(False)
+    # nn.Module.train calls each child's train(mode): an instance attribute wins
+    object.__setattr__(part, "train", _StayInEval(part))
+    part.eval()
 
 
 def _submodule(model: nn.Module, name: str) -> nn.Module:

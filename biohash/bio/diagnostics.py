@@ -3,8 +3,8 @@
 * ``alignment_angles``: angle between each layer's effective B and W. For
   fa it is the stored B; usf: std * sign(W); frsf/brsf: |M| * sign(W) (the
   matrix actually used -- not |M|, BioTorch's defect 3); brsf uses the B of
-  the latest forward pass. dfa layers are skipped: their B maps the output
-  error onto the layer input and has no W to compare with.
+  the latest draw (the latest backward pass). dfa layers are skipped: their
+  B maps the output error onto the layer input and has no W to compare with.
 * ``gradient_alignment``: angle between each bio layer's weight gradient and
   the true backprop weight gradient on one batch (the update actually
   applied vs the one backprop would apply; works for every rule incl. dfa).

@@ -47,7 +47,8 @@ def _output_error(fb: Feedback, batch: int, dtype: torch.dtype) -> Tensor:
     if error is None:
         raise ConfigError(
             "dfa: no output error was recorded for this backward; the loss must be "
-            "computed from the output of the model passed to convert()")
+            "computed from the output of the model passed to convert() (with "
+            "torch.utils.checkpoint, pass use_reentrant=False)")
     error = error.reshape(error.shape[0], -1)
     if error.shape[0] != batch:
         raise ConfigError(f"dfa: output batch size {error.shape[0]} != layer input batch "
@@ -79,10 +80,11 @@ class BioLinearFunction(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b, _ = ctx.needs_input_grad
+        fb: Feedback = ctx.fb.drawn()  # brsf: this backward's B
         gx = gw = gb = None
         with _exact_autocast_off(g.device.type):
             if need_x:
-                gx = _linear_input_grad(g, weight, x, ctx.fb).to(ctx.x_dtype)
+                gx = _linear_input_grad(g, weight, x, fb).to(ctx.x_dtype)
             if need_w or need_b:
                 g2 = g.reshape(-1, g.shape[-1])  # (N*, out)
                 if need_w:
@@ -100,7 +102,8 @@ def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Te
         return g.matmul(fb.buffer)  # stored B: no copy at all
     chunks = weight_chunks(weight.shape, weight.device)
     if len(chunks) == 1:
-        return g.matmul(fb.matrix(weight).to(g.dtype))  # (..., in)
+        t, scale = fb.factors(weight)  # B = scale * T
+        return _scaled(g.matmul(t.to(g.dtype)), scale)  # (..., in)
     # Column blocks of B (one lives at a time, in cache), each product writing
     # its own columns of the input gradient; accumulated in >= float32.
     acc = torch.promote_types(g.dtype, torch.float32)
@@ -108,11 +111,17 @@ def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Te
     gx = g2.new_empty(g2.shape[0], weight.shape[1])  # (N*, in)
     width = chunks[0][1].stop - chunks[0][1].start
     scratch = weight.new_empty(weight.shape[0], width)
+    scale = 1.0
     for part in chunks:
         cols = part[1]
-        block = fb.matrix(weight, part, out=scratch[:, :cols.stop - cols.start]).to(acc)  # (out, n)
-        torch.mm(g2, block, out=gx[:, cols])
-    return gx.view(*g.shape[:-1], weight.shape[1])
+        t, scale = fb.factors(weight, part, out=scratch[:, :cols.stop - cols.start])  # (out, n)
+        torch.mm(g2, t.to(acc), out=gx[:, cols])
+    return _scaled(gx, scale).view(*g.shape[:-1], weight.shape[1])
+
+
+def _scaled(gx: Tensor, scale: float) -> Tensor:
+    """``scale * gx`` in place (``gx`` is a fresh product): B = scale * T."""
+    return gx if scale == 1.0 else gx.mul_(scale)
 
 
 class BioConv2dFunction(torch.autograd.Function):
@@ -139,19 +148,21 @@ class BioConv2dFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         stride, padding, dilation, groups = ctx.conf
-        fb: Feedback = ctx.fb
+        fb: Feedback = ctx.fb.drawn()  # brsf: this backward's B
         direct = fb.rule.direct
         gx = gw = gb = None
         with _exact_autocast_off(g.device.type):
             dtype = g.dtype
-            # B replaces W only where the input gradient is computed; the weight
-            # gradient depends on (x, g) alone, W/B only give it its shape.
-            b = fb.matrix(weight) if need_x and not direct else weight
+            # B = scale * T replaces W only where the input gradient is computed;
+            # the weight gradient depends on (x, g) alone, W/T only give it its shape.
+            t, scale = fb.factors(weight) if need_x and not direct else (weight, 1.0)
             mask = [need_x and not direct, need_w, need_b]
             if any(mask):
                 gx, gw, gb = torch.ops.aten.convolution_backward.default(
-                    g, x.to(dtype), b.to(dtype), [weight.shape[0]] if need_b else None,
+                    g, x.to(dtype), t.to(dtype), [weight.shape[0]] if need_b else None,
                     stride, padding, dilation, False, [0, 0], groups, mask)
+            if gx is not None:
+                gx = _scaled(gx, scale)
             if need_x and direct:
                 gx = _direct_input_grad(fb, x.shape, dtype, 1)
             gx = gx.to(ctx.x_dtype) if gx is not None else None

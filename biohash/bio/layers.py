@@ -6,12 +6,27 @@ state_dict keys and pretrained weights stay. A layer's feedback lives in:
 * the persistent buffer ``feedback`` (fa: B; frsf: |M|; dfa: the (in,
   output_dim) projection) -- in ``state_dict()``, never in ``parameters()``;
 * ``_extra_state`` in the state_dict: mode, init, seed and the number of
-  forward passes drawn so far (brsf), so a checkpoint resumes the same B
+  draws made so far (brsf), so a checkpoint resumes the same B
   sequence and loading a checkpoint of another mode fails loudly.
 
-usf and brsf compute B in backward from W (and a per-forward seed) and hold
-no matrix. Forward passes that need no gradient (eval, ``torch.no_grad``)
+usf and brsf compute B in backward from W (and, brsf, a per-draw seed) and
+hold no matrix. Forward passes that need no gradient (eval, ``torch.no_grad``)
 take the plain torch path.
+
+Recomputation and replicas:
+
+* ``torch.utils.checkpoint(..., use_reentrant=False)`` runs a forward again
+  inside backward and keeps the original autograd nodes: brsf draws in
+  backward (``Feedback.drawn``), so the recomputed forward changes nothing,
+  and a dfa layer recomputed outside the model's forward gets an unused slot
+  (the original node's slot, already filled, is the one read). With
+  ``use_reentrant=True`` the recomputed node is the one backpropagated: brsf
+  draws there once, dfa refuses with a ConfigError (its output error belongs
+  to a forward that already ended).
+* ``nn.DataParallel`` replicas are shallow copies made every forward: each
+  replica counts its own brsf draws from the original's count, so all
+  replicas of a step use the same B (as one device would), and hands the
+  count back to the original layer (``_replicate_for_data_parallel``).
 """
 from __future__ import annotations
 
@@ -22,11 +37,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from biohash.bio.functions import BioConv2dFunction, BioLinearFunction
-from biohash.bio.rules import (INITS, MODES, Feedback, Rule, weight_chunks, fans,
+from biohash.bio.rules import (INITS, MODES, ErrorSlot, Feedback, Rule, weight_chunks, fans,
                                feedback_std, step_seed)
 from biohash.errors import ConfigError
 
 __all__ = ["BioLayer", "BioLinear", "BioConv2d"]
+
+
+def _in_backward() -> bool:
+    """True while autograd runs a backward pass on this thread.
+
+    A training forward of a bio layer happens there only as checkpoint
+    recomputation. ``torch.utils.checkpoint`` itself asks the engine the
+    same way (``_current_graph_task_id``; -1 outside backward).
+    """
+    task_id = getattr(torch._C, "_current_graph_task_id", None)
+    return task_id is not None and task_id() != -1
 
 
 class BioLayer:
@@ -54,7 +80,7 @@ class BioLayer:
                               "convert(model, 'dfa') instead of constructing them")
         self.mode, self.init, self.feedback_seed = mode, init, int(seed)
         self._rule = rule
-        self._draws = 0  # forward passes that drew a B (brsf)
+        self._draws = 0  # backward passes that drew a B (brsf)
         self._exact = rule.name == "bp"  # gradient_alignment flips this temporarily
         self._dfa_tap = tap
         self.feedback_std = feedback_std(init, *fans(self.weight.shape))
@@ -78,19 +104,32 @@ class BioLayer:
         slot = None
         if rule.direct:
             slot = self._dfa_tap.current
-            if slot is None:
+            if slot is None and _in_backward():
+                slot = ErrorSlot()  # checkpoint recomputation: see the module docstring
+            elif slot is None:
                 raise ConfigError(
                     "a dfa layer was called for training outside the forward of the model "
                     "passed to convert(); dfa needs that model's output error")
-        seed = 0
-        if rule.per_step:
-            self._draws += 1
-            seed = step_seed(self.feedback_seed, self._draws)
-        return Feedback(rule, self._buffers.get("feedback"), self.feedback_std, seed, slot)
+        draw = self._next_seed if rule.per_step else None
+        return Feedback(rule, self._buffers.get("feedback"), self.feedback_std, 0, slot, draw)
+
+    def _next_seed(self) -> int:
+        """Count one brsf draw (called in backward) and return its seed."""
+        self._draws += 1
+        origin = self.__dict__.get("_replica_of")
+        if origin is not None:  # every replica of a step reaches the same count
+            origin._draws = max(origin._draws, self._draws)
+        return step_seed(self.feedback_seed, self._draws)
+
+    def _replicate_for_data_parallel(self) -> nn.Module:
+        replica = super()._replicate_for_data_parallel()  # type: ignore[misc]
+        # object.__setattr__: a Module attribute would register a submodule
+        object.__setattr__(replica, "_replica_of", self)
+        return replica
 
     @torch.no_grad()
     def feedback_matrix(self) -> Tensor:
-        """The B of the latest forward pass (brsf) / of now (other rules), full size.
+        """The B of the latest draw (brsf: the latest backward) / of now (others), full size.
 
         Weight-shaped for bp/fa/usf/frsf/brsf; (in, output_dim) for dfa.
         """
@@ -136,7 +175,7 @@ class BioLinear(BioLayer, nn.Linear):
 
 
 class BioConv2d(BioLayer, nn.Conv2d):
-    """nn.Conv2d whose gradient to the input follows ``mode``.
+    """nn.Conv2d whose gradient to the input follows ``mode``; input (N, C, H, W) or (C, H, W).
 
     Every Conv2d option works: string padding ('same' with an asymmetric
     split and non-zeros padding modes pad explicitly with F.pad, exactly as
@@ -172,6 +211,8 @@ class BioConv2d(BioLayer, nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if not self._wants_bio(x):
             return nn.Conv2d.forward(self, x)
+        if x.dim() == 3:  # unbatched (C, H, W): what F.conv2d does inside, made explicit
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         x, padding = self._explicit_padding(x)
         return BioConv2dFunction.apply(x, self.weight, self.bias, self._feedback(), self.stride,
                                        padding, self.dilation, self.groups)

@@ -18,7 +18,7 @@ sign(W), so its scale is the Xavier std by default. ``frsf``/``brsf`` use
 magnitudes |M| ~ U(0, sqrt(3)*std) with the sign of W (``copysign``: a zero
 weight keeps the sign bit of its zero, so B is never 0 there).
 
-Large Linear weights are processed in row chunks of at most
+Large Linear weights are processed in column chunks of at most
 ``CHUNK_ELEMS`` (GPU) / ``CHUNK_ELEMS_CPU`` elements, so a sign-concordant or
 per-batch B is never materialised whole (a VGG16 fc1 B would be 400 MB on
 top of backprop's working memory).
@@ -26,7 +26,20 @@ top of backprop's working memory).
 ``brsf`` draws |M_t| as one random byte per weight (eight per 64-bit draw),
 the midpoints of 256 equal bins of U(0, sqrt(3)*std): same mean and nearly
 the same variance, never 0, and ~8x cheaper than ``torch.rand`` on CPU, where B is
-redrawn for every weight on every step.
+redrawn for every weight on every step. The draw is built in row blocks of at
+most ``DRAW_BLOCK_CPU`` elements (one reused byte buffer, each block finished
+while in cache) as B = scale * T with T = copysign(k + 0.5, W), k the byte:
+the hot paths apply ``scale`` to the (small) gradient instead of to B
+(``Rule.factors``). The byte stream is one generator's, consumed in order, so
+blocking does not change it.
+
+When M_t is drawn: in the *backward* of the layer's autograd node, from the
+layer's counter (``Feedback.drawn``), not in its forward. A training step
+(one forward, one backward) therefore draws once, as a per-forward draw
+would, but a forward that is run again by ``torch.utils.checkpoint``
+recomputation, or a forward whose output is never backpropagated, draws
+nothing: the recomputed forward cannot shift the B sequence, and the node
+whose backward runs is the one that draws.
 """
 from __future__ import annotations
 
@@ -42,11 +55,14 @@ from biohash.registry import Registry
 
 __all__ = ["MODES", "INITS", "FROZEN", "Rule", "Feedback", "ErrorSlot", "derive_seed",
            "step_seed", "fans", "feedback_std", "weight_chunks", "Part", "WHOLE", "CHUNK_ELEMS",
-           "CHUNK_ELEMS_CPU"]
+           "CHUNK_ELEMS_CPU", "DRAW_BLOCK_CPU"]
 
 #: Largest B chunk (elements) materialised at once for a Linear layer (GPU, CPU).
 CHUNK_ELEMS = 1 << 24
-CHUNK_ELEMS_CPU = 1 << 18  # 1 MiB of float32: fits L2
+CHUNK_ELEMS_CPU = 1 << 18  # 1 MiB of float32: an L2 on many CPUs, well inside any L3
+#: Largest block of a brsf draw built at once on CPU: its bytes, T and W's block stay in
+#: cache between the four passes (a Linear chunk is one block).
+DRAW_BLOCK_CPU = CHUNK_ELEMS_CPU
 #: brsf magnitudes: 256 levels (one byte each, 8 per 64-bit draw) spanning U(0, bound).
 _LEVELS = 1 << 8
 
@@ -86,7 +102,7 @@ WHOLE: Part = (slice(None), slice(None))
 def weight_chunks(shape: torch.Size | tuple[int, ...], device: torch.device) -> list[Part]:
     """Column (input-feature) blocks covering a weight; one block unless a big Linear.
 
-    On CPU a block of B fits in L2 cache, so building it and reading it back
+    On CPU a block of B fits in cache, so building it and reading it back
     in the matmul costs little. Blocks span all output rows, so each block's
     product ``g @ B[:, cols]`` has the full inner dimension and writes its
     own columns of the input gradient once (row blocks would give tiny-K
@@ -113,15 +129,22 @@ class ErrorSlot:
 class Feedback(NamedTuple):
     """What one forward pass of a bio layer needs in its backward.
 
-    Immutable and made per call (a tuple: cheap), so a ``brsf`` layer run
-    twice before one backward uses each forward's own B.
+    Immutable and made per call (a tuple: cheap). A ``brsf`` forward records
+    ``draw`` (its layer's counter), and its backward calls ``drawn()`` once:
+    each autograd node that is backpropagated gets its own B, and a forward
+    whose node never runs backward (checkpoint recomputation) draws nothing.
     """
 
     rule: "Rule"
     buffer: Tensor | None  # fa: B; frsf: |M|; dfa: projection (in, output_dim)
     std: float
-    seed: int  # brsf: this forward's seed
+    seed: int  # brsf: the seed of the draw B comes from (set by ``drawn``)
     slot: ErrorSlot | None = None  # dfa: where the output error appears
+    draw: Callable[[], int] | None = None  # brsf: advances the layer's counter -> seed
+
+    def drawn(self) -> "Feedback":
+        """This feedback with its B fixed: per-step rules draw their seed now."""
+        return self if self.draw is None else self._replace(seed=self.draw(), draw=None)
 
     def matrix(self, weight: Tensor, part: "Part" = (slice(None), slice(None)),
                out: Tensor | None = None) -> Tensor:
@@ -131,6 +154,15 @@ class Feedback(NamedTuple):
         reused across chunks); others return a view. Use the return value.
         """
         return self.rule.matrix(self, weight, part, out)
+
+    def factors(self, weight: Tensor, part: "Part" = (slice(None), slice(None)),
+                out: Tensor | None = None) -> tuple[Tensor, float]:
+        """``(T, scale)`` with B[part] = scale * T, as ``matrix`` otherwise.
+
+        Scaling the gradient (batch-sized) instead of B (weight-sized) saves
+        one pass over B for the rules that compute it every step.
+        """
+        return self.rule.factors(self, weight, part, out)
 
 
 class Rule:
@@ -159,6 +191,10 @@ class Rule:
     def matrix(self, fb: Feedback, weight: Tensor, part: Part,
                out: Tensor | None = None) -> Tensor:
         return weight[part]
+
+    def factors(self, fb: Feedback, weight: Tensor, part: Part,
+                out: Tensor | None = None) -> tuple[Tensor, float]:
+        return self.matrix(fb, weight, part, out), 1.0
 
     def __repr__(self) -> str:
         return f"<rule {self.name}: {self.summary}>"
@@ -199,6 +235,9 @@ class UniformSignConcordant(Rule):
     def matrix(self, fb, weight, part, out=None):
         return torch.sign(weight[part], out=out).mul_(fb.std)
 
+    def factors(self, fb, weight, part, out=None):
+        return torch.sign(weight[part], out=out), fb.std
+
 
 class FixedRandomSignConcordant(Rule):
     name, summary = "frsf", "B = |M| with sign(W), M drawn once"
@@ -212,28 +251,50 @@ class FixedRandomSignConcordant(Rule):
 
 
 class BatchRandomSignConcordant(Rule):
-    """|M_t| is redrawn every forward pass from a per-forward seed.
+    """|M_t| is redrawn for every training step from a per-draw seed.
 
-    The draw happens in backward (from the seed the forward recorded), so no
-    weight-sized tensor is kept between forward and backward; each row
-    chunk has its own seed so the same B can be rebuilt for diagnostics.
+    The draw happens in backward (from the seed ``Feedback.drawn`` takes),
+    so no weight-sized tensor is kept between forward and backward; each
+    column chunk has its own seed so the same B can be rebuilt for
+    diagnostics. See the module docstring for the byte levels and blocking.
     """
 
-    name, summary = "brsf", "B = |M_t| with sign(W), M_t redrawn every forward"
+    name, summary = "brsf", "B = |M_t| with sign(W), M_t redrawn every training step"
     sign_concordant = True
     per_step = True
 
     def matrix(self, fb, weight, part, out=None):
-        w = weight[part]
+        t, scale = self.factors(fb, weight, part, out)
+        return t.mul_(scale)
+
+    def factors(self, fb, weight, part, out=None):
+        w = weight[part]  # (rows, ...): a Linear column block or a whole conv weight
+        t = out if out is not None else torch.empty(w.shape, dtype=w.dtype, device=w.device)
         gen = torch.Generator(device=w.device)
         gen.manual_seed(step_seed(fb.seed, part[1].start or 0))
-        bits = torch.empty((w.numel() + 7) // 8, dtype=torch.int64, device=w.device)
-        bits.random_(-(2**63), None, generator=gen)  # 64 random bits: 8 byte levels
-        levels = bits.view(torch.uint8)[:w.numel()].view(w.shape)
-        # midpoints of 256 equal bins of U(0, bound): never 0, same mean, ~same variance
-        m = torch.add(levels, 0.5, out=out if out is not None else torch.empty_like(w))
-        m.mul_(math.sqrt(3.0) * fb.std / _LEVELS)
-        return m.copysign_(w)
+        rows = _draw_rows(w)
+        bits = torch.empty((rows * w[0].numel() + 7) // 8, dtype=torch.int64, device=w.device)
+        for r in range(0, w.shape[0], rows):
+            w_blk, t_blk = w[r:r + rows], t[r:r + rows]
+            n = w_blk.numel()
+            draw = bits[:(n + 7) // 8]
+            draw.random_(-(2**63), None, generator=gen)  # 64 random bits: 8 byte levels
+            t_blk.copy_(draw.view(torch.uint8)[:n].view(w_blk.shape))  # k in 0..255
+            # k + 0.5: midpoints of 256 equal bins (never 0); the sign is W's
+            t_blk.add_(0.5).copysign_(w_blk)
+        return t, math.sqrt(3.0) * fb.std / _LEVELS
+
+
+def _draw_rows(w: Tensor) -> int:
+    """Rows of ``w`` per block of a brsf draw: all on GPU; on CPU a multiple of 8.
+
+    Every block but the last then consumes whole 64-bit draws, so the byte
+    stream is exactly that of one draw over all of ``w``.
+    """
+    if w.device.type != "cpu":
+        return w.shape[0]
+    rows = DRAW_BLOCK_CPU // w[0].numel()
+    return max(8, rows - rows % 8)
 
 
 class DirectFeedbackAlignment(Rule):
