@@ -230,9 +230,10 @@ def test_rehearsal_of_cluster_yaml_on_the_demo_space(tmp_path):
     work = tmp_path / "rehearsal"
     cmd = [sys.executable, "-m", "biohash.cli", "cluster", "rehearse", str(FILES["aws"]),
            "--space", "demo", "--node-types", "gpu_1x_a10g", "--max-workers", "2",
-           "--spot-losses", "2", "--idle-timeout", "20", "--workdir", str(work), "--timeout", "480"]
-    # ~3 minutes on an idle 2-core machine; the margin is for a busy CI host.
-    rc, out, left = _run_rehearsal(cmd, work, budget_s=560)
+           "--spot-losses", "2", "--idle-timeout", "20", "--workdir", str(work), "--timeout", "1400"]
+    # ~3 minutes expected on an idle 2-core machine; it took over 9 on this one while other
+    # jobs shared the cores, so the budget only guards against a hang.
+    rc, out, left = _run_rehearsal(cmd, work, budget_s=1500)
     assert not left, f"the rehearsal left sessions {left} running"  # pass or fail, all stopped
     assert rc == 0, out[-4000:]
     report = json.loads((work / "rehearsal.json").read_text())
