@@ -10,6 +10,7 @@ atomically, so a crash mid-write leaves the previous file intact.
 """
 from __future__ import annotations
 
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from biohash.errors import ConfigError
 from biohash.utils import atomic_path
 
 __all__ = ["CHECKPOINT_DIR", "LATEST", "BEST", "save", "load", "copy", "rng_state",
@@ -31,8 +33,22 @@ FORMAT = 1
 
 def save(path: Path, payload: dict[str, Any]) -> Path:
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+        torch.save(_plain({"format": FORMAT, **payload}), tmp)
     return path
+
+
+def _plain(value: Any) -> Any:
+    """Tensors, dicts, lists, tuples and Python scalars only, so that ``load`` can use
+    ``weights_only=True``: NumPy scalars become Python numbers, arrays tensors."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def copy(src: Path, dst: Path) -> Path:
@@ -43,13 +59,22 @@ def copy(src: Path, dst: Path) -> Path:
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    # weights_only=False: the payload holds RNG states and plain dicts we wrote
-    # ourselves; checkpoints are trusted files of the user's own runs.
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """Load with ``weights_only=True``: a checkpoint read from shared storage must
+    not be able to run code. One that needs more than tensors and plain types
+    is refused with a one-line error."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"checkpoint {str(path)!r} holds more than tensors and plain types, "
+                          f"so it is not loaded (it could run code): {first}") from None
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -58,7 +83,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
