@@ -30,7 +30,7 @@ from biohash.config import TrialConfig
 from biohash.results.reader import SNAPSHOT, load_results
 from biohash.results.schema import (FINAL_METRICS, TIMES, history_rows, history_table, trial_row,
                                     trials_table)
-from biohash.results.store import write_table
+from biohash.storage import write_table
 
 MODES = ("bp", "fa", "usf", "frsf")
 BITS = (16, 32, 64, 128)

@@ -1,42 +1,27 @@
 """Small shared helpers: atomic file writes, seeding, devices.
 
-Atomic writes (temp file in the same folder + ``os.replace``) are used for
-every file another process may read (manifests, eval JSON, Parquet results)
-so an interrupted run never leaves a half-written file that looks complete.
+The ``atomic_write_*`` helpers write local files through
+``biohash.storage.atomic_path`` (temp file, fsync, rename, fsync of the
+folder), so an interrupted run never leaves a half-written file that looks
+complete.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_path",
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json",
            "seed_everything", "resolve_device"]
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp path beside ``path``; move it into place only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shared manifests from other users
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write a local file atomically and durably (``biohash.storage.atomic_path``)."""
+    from biohash.storage import atomic_path
+
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)

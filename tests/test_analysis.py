@@ -17,7 +17,7 @@ from biohash.errors import ResultsError
 from biohash.results.reader import load_history, load_results
 from biohash.results.schema import (FINAL_METRICS, history_rows, history_table, trial_row,
                                     trials_table)
-from biohash.results.store import write_table
+from biohash.storage import write_table
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

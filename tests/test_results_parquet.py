@@ -19,7 +19,7 @@ from biohash.results.reader import SNAPSHOT, load_history, load_results
 from biohash.results.schema import (FINAL_METRICS, HISTORY_SCHEMA, SCHEMA_VERSION, TIMES,
                                     TRIALS_SCHEMA, VERSION_KEY, error_row, history_rows,
                                     history_table, trial_row, trials_table)
-from biohash.results.store import list_sweeps, resolve_sweeps, write_table
+from biohash.storage import list_sweeps, resolve_sweeps, write_table
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

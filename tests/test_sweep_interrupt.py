@@ -2,9 +2,9 @@
 
 Real subprocesses: the sweep is signalled after at least one trial has its
 Parquet row; it must exit 130 (SIGINT) / 143 (SIGTERM), print how many trials
-finished and how many did not, print the biohash command that continues it
+done and how many did not, print the biohash command that continues it
 (not Ray's ``Tuner.restore(...)``), and never count a trial without a final
-status as finished; ``sweep resume`` then completes it.
+status as done; ``sweep resume`` then completes it.
 """
 from __future__ import annotations
 
@@ -80,10 +80,10 @@ def _interrupt_when(ready, proc: subprocess.Popen, log: Path, signum: int, group
 
 
 def _check_summary(out: str, signame: str, n_done: int, n: int, hint: str) -> None:
-    assert f"interrupted ({signame}): {n_done} of {n} finished, {n - n_done} not finished" \
+    assert f"interrupted ({signame}): {n_done} of {n} done, {n - n_done} pending" \
         in out, out[-3000:]
     assert f"continue with: {hint}\n" in out, out[-3000:]
-    assert "Tuner.restore" not in out and f"{n} trials ({n} finished)" not in out
+    assert "Tuner.restore" not in out and f"{n} trials ({n} done)" not in out
 
 
 def test_ctrl_c_reports_the_truth_and_resume_completes_the_sweep(
@@ -102,12 +102,12 @@ def test_ctrl_c_reports_the_truth_and_resume_completes_the_sweep(
     assert 1 <= len(done_before) < len(MODES)
     _check_summary(out, "SIGINT", len(done_before), len(MODES),
                    f"biohash sweep resume cc --storage {storage}")
-    # `sweep status` from storage alone: the cut-off trials are not finished.
+    # `sweep status` from storage alone: the cut-off trials are not done.
     monkeypatch.delenv("BIOHASH_STORAGE", raising=False)
     assert main(["sweep", "status", "cc", "--storage", str(storage)]) == 0
     line = capsys.readouterr().out
-    finished = int(m.group(1)) if (m := re.search(r"(\d+) finished", line)) else 0
-    assert finished == len(done_before) and "pending" in line, line
+    done = int(m.group(1)) if (m := re.search(r"(\d+) done", line)) else 0
+    assert done == len(done_before) and "pending" in line, line
 
     # Resume with another data root (an empty folder: the embedded DIGITS is
     # processed into it on first use), which proves --data-root is honoured.
@@ -117,7 +117,7 @@ def test_ctrl_c_reports_the_truth_and_resume_completes_the_sweep(
                      tmp_path / "resume.log", tmp_path)
     assert resume.wait(timeout=400) == 0, (tmp_path / "resume.log").read_text()[-3000:]
     n = len(MODES)
-    assert f"sweep cc: {n} trials ({n} finished)" in (tmp_path / "resume.log").read_text()
+    assert f"sweep cc: {n} trials ({n} done)" in (tmp_path / "resume.log").read_text()
     after = _rows(sweep)
     assert len(after) == n and all(r["status"] == "finished" for r in after.values())
     for tid, row in done_before.items():  # finished trials were not run again

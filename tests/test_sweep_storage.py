@@ -67,7 +67,7 @@ def test_default_storage_is_the_working_directory_for_every_file(
                  "--data-root", str(digits_root), "--mlflow-uri", mlflow_uri,
                  "--tune-verbose", "0"]) == 0
     sweep = tmp_path / "sweeps" / "rel"
-    assert f"2 trials (2 finished) in {sweep}" in capsys.readouterr().out
+    assert f"2 trials (2 done) in {sweep}" in capsys.readouterr().out
     rows = _trial_rows(sweep)
     assert len(rows) == 2
     artifacts = _mlflow_eval_artifacts(mlflow_uri, "rel")
@@ -99,7 +99,7 @@ def test_s3_storage_gets_final_json_run_dirs_and_mlflow_eval_artifacts(
     assert main(["sweep", "run", "--space", str(_demo_slice(tmp_path)), "--name", "s3",
                  "--storage", storage, "--data-root", str(digits_root),
                  "--mlflow-uri", mlflow_uri, "--tune-verbose", "0"]) == 0
-    assert "2 trials (2 finished)" in capsys.readouterr().out
+    assert "2 trials (2 done)" in capsys.readouterr().out
     s3 = moto_s3.client()
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="biohash-sweeps")["Contents"]}
     finals = sorted(k for k in keys if k.endswith("/final.json"))

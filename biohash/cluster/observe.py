@@ -161,9 +161,12 @@ def trial_starts(result_json: Path) -> tuple[list[int], list[int]]:
 def _parquet_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
+    from biohash.storage import TRIALS, is_row_file, resolve, results_dir
+
+    folder = Path(results_dir(resolve(str(sweep_dir)), TRIALS).path)
     rows = []
-    for path in sorted((sweep_dir / "results" / "trials").glob("*.parquet")):
-        if path.name.startswith(("_", ".")):  # the reader's snapshot, temp files
+    for path in sorted(folder.glob("*")):
+        if not is_row_file(path.name):  # the reader's snapshot, temp files
             continue
         table = pq.read_table(path)
         cols = [c for c in ("trial_id", "status", "hw/device", "score") if c in table.column_names]

@@ -14,25 +14,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from biohash.data.remote import resolve_filesystem
-from biohash.data.store import MANIFEST, local_root, missing_message, read_manifest, store_dir
+from biohash.data.store import (MANIFEST, data_location, local_root, manifest_location,
+                                missing_message, read_manifest, store_dir, store_location)
 from biohash.errors import DataError
+from biohash.storage import is_local, is_uri
 
 __all__ = ["push"]
 
 log = logging.getLogger(__name__)
-
-
-def _destination(dest: str, filesystem: Any) -> tuple[Any, str]:
-    """(pyarrow filesystem, base path) for a URI, a local path or an explicit filesystem."""
-    from pyarrow import fs as pafs
-
-    if filesystem is not None:
-        return filesystem, str(dest).rstrip("/")
-    if "://" not in str(dest):
-        return pafs.LocalFileSystem(), str(Path(dest).expanduser().resolve())
-    fs, base = resolve_filesystem(dest, None)
-    return fs, base.rstrip("/")
 
 
 def push(name: str, root: str, dest: str, *, filesystem: Any = None) -> str:
@@ -57,39 +46,34 @@ def push(name: str, root: str, dest: str, *, filesystem: Any = None) -> str:
         if not path.is_file() or (fname in sizes and path.stat().st_size != sizes[fname]):
             raise DataError(f"{path} is missing or has the wrong size; the store is damaged: "
                             f"re-run: biohash data process {name} --root {root}")
-    fs, base = _destination(dest, filesystem)
-    remote = f"{base}/processed/{name}"
-    if isinstance(fs, pafs.LocalFileSystem) and Path(remote).resolve() == src.resolve():
+    target = store_location(data_location(dest, filesystem), name)
+    fs, remote = target.fs, target.path
+    if is_local(fs) and Path(remote).resolve() == src.resolve():
         raise DataError(f"cannot push {name} onto itself ({remote}); choose another --to")
     local = pafs.LocalFileSystem()
     try:
         fs.create_dir(remote, recursive=True)
-        fs.delete_file(f"{remote}/{MANIFEST}")
+        fs.delete_file(manifest_location(target).path)
     except FileNotFoundError:
         pass  # no previous manifest: a first push
     except OSError as exc:
         raise DataError(f"cannot write to {dest!r}: {exc}") from None
     try:
         for fname in files:
-            log.info("uploading %s -> %s", src / fname, f"{remote}/{fname}")
-            pafs.copy_files(str(src / fname), f"{remote}/{fname}", source_filesystem=local,
+            log.info("uploading %s -> %s", src / fname, target.join(fname).uri)
+            pafs.copy_files(str(src / fname), target.join(fname).path, source_filesystem=local,
                             destination_filesystem=fs)
         for fname in files:
-            info = fs.get_file_info(f"{remote}/{fname}")
+            info = fs.get_file_info(target.join(fname).path)
             expected = sizes.get(fname, (src / fname).stat().st_size)
             if info.type != pafs.FileType.File or info.size != expected:
                 raise DataError(f"upload of {fname} to {dest!r} is incomplete ({info.size} of "
                                 f"{expected} bytes); push again")
-        pafs.copy_files(str(src / MANIFEST), f"{remote}/{MANIFEST}", source_filesystem=local,
-                        destination_filesystem=fs)
+        pafs.copy_files(str(src / MANIFEST), manifest_location(target).path,
+                        source_filesystem=local, destination_filesystem=fs)
     except OSError as exc:
         raise DataError(f"cannot upload {name} to {dest!r}: {exc}; push again "
                         f"(nodes ignore the partial copy: it has no manifest)") from None
-    return _join_uri(dest, f"processed/{name}") if filesystem is None else remote
-
-
-def _join_uri(dest: str, suffix: str) -> str:
-    if "://" not in str(dest):
-        return str(Path(dest).expanduser().resolve() / suffix)
-    head, sep, query = str(dest).partition("?")
-    return f"{head.rstrip('/')}/{suffix}{sep}{query}"
+    # A URI stays a URI (with its options); a folder or a path inside
+    # ``filesystem`` is returned as the absolute path written to.
+    return target.uri if filesystem is None and is_uri(dest) else remote

@@ -7,7 +7,8 @@ Layout of ``<root>/processed/<NAME>/``::
     <fold>.ids.npy      str    N               item ids (source file names / indices)
     manifest.json       written last and atomically; its presence = "processed"
 
-for every fold in ``FOLDS``. Besides sizes, checksums and normalisation the
+for every fold in ``FOLDS``; these are the only file names a store has
+(``STORE_FILES``; a remote manifest naming anything else is refused). Besides sizes, checksums and normalisation the
 manifest records ``similar_probability`` (the train fold's similar-pair
 probability, see that function) and, for datasets with processing variants
 (MS_COCO), the ``variant`` that made the store.
@@ -21,7 +22,6 @@ This module is torch-free (the sweep planner imports it).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -32,16 +32,20 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from biohash.errors import DataError
-from biohash.utils import atomic_write_json
+from biohash.errors import DataError, ResultsError
+from biohash.storage import Location, read_json, resolve, sha256_file, write_bytes
+# The encoding every biohash JSON file uses (NumPy values as lists).
+from biohash.utils import _json_default
 
 __all__ = ["FOLDS", "FORMAT_VERSION", "MANIFEST", "Fold", "Store", "StoreWriter",
            "store_dir", "open_store", "is_processed", "missing_message", "sha256_file",
-           "similar_probability", "local_root", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "similar_probability", "local_root", "IMAGENET_MEAN", "IMAGENET_STD", "STORE_FILES",
+           "data_location", "store_location", "manifest_location", "read_manifest"]
 
 FOLDS = ("train", "query", "val", "database")
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+PROCESSED = "processed"
 KINDS = ("images", "labels", "ids")
 #: remap the output memmap after this many bytes: written pages of a shared mapping
 #: count towards the writer's RSS until unmapped (a 20 GB fold would show 20 GB).
@@ -55,19 +59,34 @@ _PAIR_BLOCK_BYTES = 32 << 20
 
 
 def store_dir(root: str | os.PathLike, name: str) -> Path:
-    return Path(root) / "processed" / name
+    """``<root>/processed/<name>`` on the local disk."""
+    return Path(root) / PROCESSED / name
 
 
 def file_name(fold: str, kind: str) -> str:
     return f"{fold}.{kind}.npy"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+#: Every array file name a store may hold (``<fold>.<kind>.npy``).
+STORE_FILES = frozenset(file_name(f, k) for f in FOLDS for k in KINDS)
+
+
+def data_location(root: str | os.PathLike | Location, filesystem: Any = None) -> Location:
+    """A data root (folder, URI or a path inside ``filesystem``) as a storage ``Location``."""
+    try:
+        return resolve(root if isinstance(root, Location) else str(root), filesystem)
+    except ResultsError as exc:
+        raise DataError(f"bad data root {str(root)!r}: {exc}; allowed: a folder or a URI such "
+                        f"as s3://bucket/data, gs://bucket/data, file:///path") from None
+
+
+def store_location(root: Location, name: str) -> Location:
+    """``<root>/processed/<name>`` on any filesystem."""
+    return root.join(PROCESSED, name)
+
+
+def manifest_location(store: Location) -> Location:
+    return store.join(MANIFEST)
 
 
 def _is_uri(root: Any) -> bool:
@@ -137,11 +156,7 @@ def _unique_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def is_processed(name: str, root: str | os.PathLike) -> bool:
     """True when ``<root>/processed/<name>/manifest.json`` exists (local path or URI)."""
     if _is_uri(root):
-        from pyarrow import fs as pafs
-
-        filesystem, base = pafs.FileSystem.from_uri(str(root))
-        path = f"{base.rstrip('/')}/processed/{name}/{MANIFEST}"
-        return filesystem.get_file_info(path).type == pafs.FileType.File
+        return manifest_location(store_location(data_location(root), name)).exists()
     return (store_dir(root, name) / MANIFEST).is_file()
 
 
@@ -289,13 +304,12 @@ class Store:
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """A local store's manifest; None when missing, or empty / truncated (a
+    warning names it: the store counts as not processed and is rebuilt)."""
     path = directory / MANIFEST
-    if not path.is_file():
+    manifest = read_json(resolve(str(path)), what="dataset manifest")
+    if manifest is None:
         return None
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"unreadable manifest {path}: {exc}; re-run the process command") from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{path} has format version {manifest.get('format_version')!r}; "
                         f"this biohash reads version {FORMAT_VERSION}; re-run the process command")
@@ -477,4 +491,7 @@ class StoreWriter:
             "checksums": self.checksums, "file_sizes": self.file_sizes, "dropped": dict(dropped or {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
         }
-        return atomic_write_json(self.directory / MANIFEST, manifest)
+        path = self.directory / MANIFEST
+        write_bytes(resolve(str(path)), json.dumps(manifest, indent=2, sort_keys=True,
+                                                   default=_json_default).encode())
+        return path

@@ -5,9 +5,14 @@ Defaults come from the environment when set: ``--storage`` from
 ``--mlflow-uri`` from ``$MLFLOW_TRACKING_URI`` (read when the parser is built).
 
 Exit statuses of ``sweep run`` / ``sweep resume`` / ``demo``: 0 every trial
-done; 1 errored or unfinished trials; 2 bad input; 130 Ctrl-C (SIGINT),
-143 SIGTERM, 75 the driver lost its Ray cluster, each after printing how far
-the sweep got and the command that continues it.
+done; 1 failed or unfinished trials, or trials whose Parquet row could not be
+written (named, with the ``results repair`` command); 2 bad input; 130 Ctrl-C
+(SIGINT), 143 SIGTERM, 75 the driver lost its Ray cluster, each after printing
+how far the sweep got and the command that continues it.
+
+``sweep status`` and ``sweep list`` print the storage summary
+(``biohash.storage.summary``) in its words: done / running / pending /
+failed / stopped.
 """
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ import argparse
 import json
 import os
 
+from biohash.cli_types import name, nonnegative_float, positive_float
 from biohash.orchestrator.sweep import (DATA_ROOT_ENV, NOT_FINISHED, default_data_root,
                                         default_storage)
+from biohash.storage import sweep_dir
+from biohash.storage.summary import FAILED, STATES
 
 __all__ = ["add_parser", "print_summary"]
 
@@ -47,19 +55,28 @@ def _options(args: argparse.Namespace):
         num_cpus=args.num_cpus, cluster_config=args.cluster_config, verbose=args.tune_verbose)
 
 
+def _counts(counts: dict[str, int], *, zeros: bool = False) -> str:
+    """``2 done, 1 failed`` in the vocabulary's order (``zeros``: every state)."""
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES if zeros or counts.get(s))
+
+
 def print_summary(summary) -> int:
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
     if summary.interrupted:
-        parts = [f"{summary.n_done} of {summary.n_trials} finished",
-                 f"{summary.counts.get(NOT_FINISHED, 0)} not finished"]
-        if summary.counts.get("errored"):
-            parts.append(f"{summary.counts['errored']} errored")
+        parts = [f"{summary.n_done} of {summary.n_trials} done",
+                 f"{summary.counts.get(NOT_FINISHED, 0)} {NOT_FINISHED}"]
+        if summary.counts.get(FAILED):
+            parts.append(f"{summary.counts[FAILED]} {FAILED}")
         print(f"sweep {summary.name} interrupted ({summary.interrupted}): {', '.join(parts)} "
               f"in {summary.path}")
     else:
-        print(f"sweep {summary.name}: {summary.n_trials} trials ({counts}) in {summary.path}")
+        print(f"sweep {summary.name}: {summary.n_trials} trials ({_counts(summary.counts)}) "
+              f"in {summary.path}")
     for line in summary.errors:
         print(f"  error: {line}")
+    if summary.missing_rows:
+        print(f"{len(summary.missing_rows)} trial(s) finished but have no Parquet row (storage "
+              f"writes failed): {', '.join(summary.missing_rows)}; rebuild them with: "
+              f"{summary.repair}")
     if summary.resume:
         print(f"continue with: {summary.resume}")
     return summary.exit_status
@@ -71,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume and args.name:
         from biohash.orchestrator.sweep import storage_location
 
-        if storage_location(args.storage).join(args.name).exists():
+        if sweep_dir(storage_location(args.storage), args.name).exists():
             return print_summary(resume_sweep(args.name, storage=args.storage,
                                                address=args.address, num_cpus=args.num_cpus,
                                                data_root=args.data_root,
@@ -96,8 +113,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(status["counts"].items()))
-    print(f"{status['name']} ({status['space']}): {status['n_trials']} trials: {counts}")
+    print(f"{status['name']} ({status['space'] or '?'}): {status['state']}, "
+          f"{status['n_trials'] if status['n_trials'] is not None else '?'} trials: "
+          f"{_counts(status['counts'], zeros=True)}")
     return 0
 
 
@@ -108,8 +126,9 @@ def _list(args: argparse.Namespace) -> int:
     if not sweeps:
         print(f"no sweeps in {args.storage}")
     for s in sweeps:
-        print(f"{s['name']:<40} {s['space'] or '?':<14} {s['n_trials'] or '?':>6} trials  "
-              f"{s['created'] or ''}")
+        n = s["n_trials"] if s["n_trials"] is not None else "?"
+        print(f"{s['name']:<40} {s['space'] or '?':<14} {s['state']:<8} {n:>6} trials  "
+              f"{_counts(s['counts']) or '-':<40} {s['created'] or ''}")
     return 0
 
 
@@ -146,16 +165,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = ssub.add_parser("run", help="launch a sweep", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--space", required=True, help="a shipped space name or a YAML path")
-    p.add_argument("--name", default=None, help="sweep name (default: <space>-<timestamp>)")
+    p.add_argument("--name", type=name, default=None, help="sweep name (default: <space>-<timestamp>)")
     _storage_arg(p)
     _run_flags(p)
     _data_root_arg(p)
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="0, 0.25, 0.5, 1, 2 ...")
+    p.add_argument("--cpus-per-trial", type=positive_float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=nonnegative_float, default=0.0, help="0, 0.25, 0.5, 1, 2 ...")
     p.add_argument("--max-concurrent", type=int, default=None)
     p.add_argument("--scheduler", default="fifo", help="fifo or asha (stops weak trials early)")
     p.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its checkpoint")
-    p.add_argument("--checkpoint-interval", type=float, default=300.0,
+    p.add_argument("--checkpoint-interval", type=nonnegative_float, default=300.0,
                    help="least seconds between checkpoints sent to storage (0 = every epoch); "
                         "a retried trial repeats at most this much work")
     p.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
@@ -165,7 +184,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
     p = ssub.add_parser("resume", help="continue an interrupted sweep")
-    p.add_argument("name")
+    p.add_argument("name", type=name)
     _storage_arg(p)
     _run_flags(p)
     p.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV) or None,
@@ -175,8 +194,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="restart errored trials from scratch instead of their checkpoint")
     p.set_defaults(func=_resume)
 
-    p = ssub.add_parser("status", help="trial counts of a sweep, read from storage")
-    p.add_argument("name")
+    p = ssub.add_parser("status", help="a sweep's state and trials per state (done, running, "
+                                       "pending, failed, stopped), read from storage")
+    p.add_argument("name", type=name)
     _storage_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_status)

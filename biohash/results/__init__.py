@@ -1,7 +1,7 @@
 """Results that last: Parquet records of every trial, mirrored into MLflow.
 
 - ``schema``: the fixed, versioned Parquet schemas (``SCHEMA_VERSION``).
-- ``store`` / ``reader``: layout, atomic writes, ``load_results`` / ``load_history``.
+- ``reader``: ``load_results`` / ``load_history`` (layout and writes: ``biohash.storage``).
 - ``ParquetResultsCallback`` and ``MlflowSweepCallback``: driver-side Tune
   callbacks (import Ray; loaded lazily from here).
 - ``backfill``: fill MLflow from Parquet afterwards.
@@ -17,17 +17,17 @@ import importlib
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "load_results", "load_history", "list_sweeps",
-           "ParquetResultsCallback", "MlflowSweepCallback", "backfill", "default_tracking_uri"]
+           "ParquetResultsCallback", "MlflowSweepCallback", "backfill", "default_mlflow_uri"]
 
 _LAZY = {
     "SCHEMA_VERSION": "biohash.results.schema",
     "load_results": "biohash.results.reader",
     "load_history": "biohash.results.reader",
-    "list_sweeps": "biohash.results.store",
+    "list_sweeps": "biohash.storage",
     "ParquetResultsCallback": "biohash.results.parquet_sink",
     "MlflowSweepCallback": "biohash.results.mlflow_sink",
     "backfill": "biohash.results.backfill",
-    "default_tracking_uri": "biohash.results.mlflow_log",
+    "default_mlflow_uri": "biohash.defaults",
 }
 
 

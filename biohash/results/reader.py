@@ -3,10 +3,12 @@
 Each sweep's per-trial Parquet files are read as one ``pyarrow.dataset``
 (local or ``s3://``). Opening a small Parquet file costs about a millisecond
 whatever its size, so a 10,000-trial sweep would take ~10 s per read; each
-table folder therefore keeps a *snapshot* (``_snapshot.parquet``): the rows
-of all files plus a manifest of their sizes and mtimes. A read lists the
-folder, reuses the snapshot rows of unchanged files, reads only new or
-rewritten files and refreshes the snapshot. The per-trial files stay the
+table folder therefore keeps a *snapshot* (``storage.snapshot``): the rows
+of all files plus a manifest of a change token per file (its ETag on S3, a
+content sha256 elsewhere: ``storage.file_tokens``; size + mtime would miss a
+same-size rewrite within S3's 1-second mtimes). A read lists the folder,
+reuses the snapshot rows of unchanged files, reads only new or rewritten
+files and refreshes the snapshot. The per-trial files stay the
 source of truth; the snapshot is a cache that any reader may rebuild (delete
 it, or pass ``cache=False``).
 """
@@ -25,15 +27,17 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from biohash.errors import ResultsError
-from biohash.results.schema import SCHEMA_VERSION, VERSION_KEY
-from biohash.results.store import (HISTORY, SCHEMAS, TRIALS, Location, list_files,
-                                   sweep_dirs, write_table)
+from biohash.results.schema import HISTORY_SCHEMA, SCHEMA_VERSION, TRIALS_SCHEMA, VERSION_KEY
+from biohash.storage import (HISTORY, TRIALS, Location, is_row_file, list_files, results_dir,
+                             snapshot, sweep_dirs, write_table)
+from biohash.storage.hashing import file_tokens
+from biohash.storage.layout import SNAPSHOT_FILE as SNAPSHOT  # noqa: F401 - kept for callers
 
 __all__ = ["load_results", "load_history", "load_results_table", "load_history_table",
-           "refresh_snapshot", "SNAPSHOT"]
+           "read_rows", "refresh_snapshot", "SCHEMAS", "SNAPSHOT"]
 
 log = logging.getLogger(__name__)
-SNAPSHOT = "_snapshot.parquet"
+SCHEMAS = {TRIALS: TRIALS_SCHEMA, HISTORY: HISTORY_SCHEMA}
 _MANIFEST_KEY = b"biohash.snapshot_manifest"
 
 Entries = Sequence["str | Path | Location"] | str | Path | Location
@@ -66,10 +70,10 @@ def _read_files(fs: pafs.FileSystem, paths: list[str], table: str) -> pa.Table:
     return rows
 
 
-def _read_snapshot(folder: Location, table: str) -> tuple[pa.Table | None, dict]:
-    path = posixpath.join(folder.path, SNAPSHOT)
+def _read_snapshot(sweep: Location, table: str) -> tuple[pa.Table | None, dict]:
+    loc = snapshot(sweep, table)
     try:
-        snap = pq.read_table(path, filesystem=folder.fs)
+        snap = pq.read_table(loc.path, filesystem=loc.fs)
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
         return None, {}
     meta = snap.schema.metadata or {}
@@ -83,27 +87,26 @@ def _read_snapshot(folder: Location, table: str) -> tuple[pa.Table | None, dict]
         return None, {}
 
 
-def _write_snapshot(folder: Location, rows: pa.Table, manifest: dict, table: str) -> None:
+def _write_snapshot(sweep: Location, rows: pa.Table, manifest: dict, table: str) -> None:
     meta = dict(SCHEMAS[table].metadata)
     meta[_MANIFEST_KEY] = json.dumps(manifest, separators=(",", ":")).encode()
+    loc = snapshot(sweep, table)
     try:
-        write_table(folder.fs, posixpath.join(folder.path, SNAPSHOT),
-                    rows.replace_schema_metadata(meta))
+        write_table(loc, rows.replace_schema_metadata(meta))
     except OSError as exc:  # read-only storage: reading still works, just slower
-        log.debug("cannot write results snapshot in %s: %s", folder.uri, exc)
+        log.debug("cannot write results snapshot %s: %s", loc.uri, exc)
 
 
 def _read_folder(sweep: Location, table: str, cache: bool) -> pa.Table | None:
     """All rows of one sweep's ``table`` folder (None when it has no files)."""
-    folder = sweep.join("results", table)
+    folder = results_dir(sweep, table)
     files = {i.base_name: i for i in list_files(folder)
-             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-             and not i.base_name.startswith((".", "_"))}
+             if i.type == pafs.FileType.File and is_row_file(i.base_name)}
     if not files:
         return None
-    stamp = {n: [i.size, i.mtime_ns] for n, i in files.items()}
-    snap, manifest = _read_snapshot(folder, table) if cache else (None, {})
-    unchanged = {n for n in files if stamp[n][1] is not None and manifest.get(n) == stamp[n]}
+    snap, manifest = _read_snapshot(sweep, table) if cache else (None, {})
+    stamp = file_tokens(folder, files) if cache else {}
+    unchanged = {n for n in files if n in stamp and manifest.get(n) == stamp[n]}
     fresh_paths = [files[n].path for n in sorted(files) if n not in unchanged]
     parts = []
     if snap is not None and unchanged:
@@ -116,12 +119,16 @@ def _read_folder(sweep: Location, table: str, cache: bool) -> pa.Table | None:
         ids = set(pc.unique(rows.column("trial_id")).to_pylist())
         # Only files holding their own trial's rows are cached (a stray file
         # with other content is simply re-read every time).
-        new_manifest = {n: stamp[n] for n in files
-                        if stamp[n][1] is not None and n[:-len(".parquet")] in ids}
+        new_manifest = {n: stamp[n] for n in files if n[:-len(".parquet")] in ids}
         keep = pa.array(sorted(n[:-len(".parquet")] for n in new_manifest), pa.string())
-        _write_snapshot(folder, rows.filter(pc.is_in(rows.column("trial_id"), value_set=keep)),
+        _write_snapshot(sweep, rows.filter(pc.is_in(rows.column("trial_id"), value_set=keep)),
                         new_manifest, table)
     return rows
+
+
+def read_rows(sweep: Location, table: str = TRIALS, *, cache: bool = True) -> pa.Table | None:
+    """Every row of one sweep's ``table`` (None when it has no row files yet)."""
+    return _read_folder(sweep, table, cache)
 
 
 def refresh_snapshot(sweep: Location, table: str = TRIALS) -> None:
