@@ -39,8 +39,7 @@ def _raw(n: int, data_root: str, storage: str) -> float:
     def trainable(config):
         cfg = TrialConfig.from_dict(config["trial"])
         run_dir = Path(tune.get_context().get_trial_dir()) / "run"
-        final = run_trial(cfg, run_dir, runtime=Runtime(data_root=data_root))
-        final["val_mAP"] = final["val/mAP"]
+        final = run_trial(cfg, run_dir, runtime=Runtime(data_root=data_root)).to_dict()
         tune.report(final)
 
     trials = [TrialConfig(**FIXED, seed=s).to_dict() for s in range(n)]

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from biohash.pipeline import Runtime, run_trial
+from biohash.contract import FINAL_METRICS, FinalReport
 from biohash.metrics import REPORTED_METRICS
+from biohash.pipeline import Runtime, run_trial
 from biohash.pipeline.run import read_status
 from biohash.pipeline.train import train
 
@@ -18,8 +19,9 @@ OLD_KEYS = {"mAP", "mAP_at_k=1000", "mAP_at_k=5000", "mAP_at_h=0", "mAP_at_h=1",
 def test_full_trial_writes_the_old_files_and_reports_the_contract(tmp_path, digits_root, tiny_cfg):
     run_dir = tmp_path / "run"
     epochs = []
-    final = run_trial(tiny_cfg, run_dir, runtime=Runtime(data_root=str(digits_root)),
-                      report=lambda m, ckpt: epochs.append((m, sorted(p.name for p in ckpt.iterdir()))))
+    report = run_trial(tiny_cfg, run_dir, runtime=Runtime(data_root=str(digits_root)),
+                       report=lambda m, ckpt: epochs.append((m, sorted(p.name for p in ckpt.iterdir()))))
+    final = report.to_dict()  # the wire form, as Tune and final.json carry it
     assert [m["epoch"] for m, _ in epochs] == [1, 2]
     assert all("latest.pt" in files and "best.pt" in files for _, files in epochs)
     assert any(k.startswith("align/") for k in epochs[0][0]), "bio models report alignment"
@@ -36,6 +38,8 @@ def test_full_trial_writes_the_old_files_and_reports_the_contract(tmp_path, digi
     assert np.array_equal(codes, np.sign(feats).astype(np.int8))
     assert read_status(run_dir)["train"] == "finished" and read_status(run_dir)["eval"] == "done"
     assert len(json.loads(final["history"])) == 2
+    assert final["val_mAP"] == final["val/mAP"] == report.val_mAP and "finished_at" not in final
+    assert FinalReport.from_dict(final) == report
 
 
 class _Crash(Exception):
@@ -62,9 +66,10 @@ def test_resume_after_a_crash_ends_with_identical_metrics(tmp_path, digits_root,
 def test_divergence_stops_with_status_diverged_and_zero_map(tmp_path, digits_root, tiny_cfg):
     cfg = tiny_cfg.replace(optim="sgd", lr=1e30, arch="cnn-small", ep=3)
     final = run_trial(cfg, tmp_path / "run", runtime=Runtime(data_root=str(digits_root)))
-    assert final["status"] == "diverged"
-    history = json.loads(final["history"])
-    assert history[-1]["val_mAP"] == 0.0 and len(history) < 3
+    assert final.status == "diverged"
+    assert final.history[-1]["val_mAP"] == 0.0 and len(final.history) < 3
+    wire = final.to_dict()  # not evaluated: every final metric and the score are 0
+    assert all(wire[k] == 0.0 for k in (*FINAL_METRICS, "score"))
 
 
 def test_early_stopping_after_patience(tmp_path, digits_root, tiny_cfg):

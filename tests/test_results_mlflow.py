@@ -99,8 +99,7 @@ def server_proc(tmp_path_factory):
     try:
         yield proc, f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        proc.stop()  # the whole server process group
 
 
 @pytest.fixture(scope="module")

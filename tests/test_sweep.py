@@ -16,7 +16,6 @@ import pytest
 from biohash.config import TrialConfig
 from biohash.errors import BiohashError, ConfigError, SweepError
 from biohash.orchestrator import SweepOptions, run_sweep, sweep_status
-from biohash.trainables import CRASH_ONCE
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +45,7 @@ def _options(tmp_path, space, name, digits_root, **kw) -> SweepOptions:
 
 def test_sweep_runs_to_completion_one_result_per_trial(tmp_path, digits_root, ray_local):
     summary = run_sweep(_options(tmp_path, _space(tmp_path), "s1", digits_root))
-    assert summary.n_trials == 2 and summary.counts == {"finished": 2} and not summary.errors
+    assert summary.n_trials == 2 and summary.counts == {"done": 2} and not summary.errors
     rows = _rows(tmp_path / "sweeps", "s1")
     assert len(rows) == 2 and {r["mode"] for r in rows.values()} == {"fa", "bp"}
     assert all(r["status"] == "finished" and r["score"] > 0 for r in rows.values())
@@ -57,7 +56,8 @@ def test_sweep_runs_to_completion_one_result_per_trial(tmp_path, digits_root, ra
             pytest.approx(row["score"])
         assert (run_dir / "database-codes.npy").is_file()
     status = sweep_status("s1", storage=str(tmp_path / "sweeps"))
-    assert status["counts"] == {"finished": 2, "pending": 0}
+    assert status["state"] == "done" and status["counts"] == \
+        {"done": 2, "running": 0, "pending": 0, "failed": 0, "stopped": 0}
     with pytest.raises(SweepError, match="already exists"):
         run_sweep(_options(tmp_path, _space(tmp_path), "s1", digits_root))
 
@@ -89,8 +89,8 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_with_identical_metrics(
                                    "mode": "usf"})
     run_sweep(_options(tmp_path, space, "clean", digits_root))
     crashed = run_sweep(_options(tmp_path, space, "crashy", digits_root, checkpoint_interval=0,
-                                 extra_runtime={CRASH_ONCE: f"{trial.trial_id}:2"}))
-    assert crashed.counts == {"finished": 1}
+                                 extra_runtime={"test_crash_after": f"{trial.trial_id}:2"}))
+    assert crashed.counts == {"done": 1}
     clean, retried = _rows(tmp_path / "sweeps", "clean"), _rows(tmp_path / "sweeps", "crashy")
     assert set(clean) == set(retried) == {trial.trial_id}
     marker = list((tmp_path / "sweeps" / "crashy").glob("*/.crashed-once"))

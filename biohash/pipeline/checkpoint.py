@@ -13,6 +13,7 @@ from __future__ import annotations
 import pickle
 import random
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ import numpy as np
 import torch
 
 from biohash.errors import ConfigError
-from biohash.utils import atomic_path
+from biohash.storage import atomic_path
 
-__all__ = ["CHECKPOINT_DIR", "LATEST", "BEST", "save", "load", "copy", "rng_state",
-           "set_rng_state"]
+__all__ = ["CHECKPOINT_DIR", "LATEST", "BEST", "save", "load", "copy", "is_complete",
+           "rng_state", "set_rng_state"]
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
@@ -58,10 +59,20 @@ def copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint file: ``torch.save`` writes a zip
+    archive, whose central directory comes last, so an empty or truncated file
+    (a crash or a full disk during a non-atomic copy) is not a zip file."""
+    return Path(path).is_file() and zipfile.is_zipfile(path)
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with ``weights_only=True``: a checkpoint read from shared storage must
     not be able to run code. One that needs more than tensors and plain types
-    is refused with a one-line error."""
+    is refused with a one-line error, and so is an empty or truncated file."""
+    if Path(path).is_file() and not is_complete(path):
+        raise ConfigError(f"checkpoint {str(path)!r} is empty or truncated; delete it to "
+                          f"start that run afresh")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -20,14 +20,12 @@ from typing import Any
 import numpy as np
 
 from biohash.config import TrialConfig
+from biohash.contract import EVAL_FOLDS
 from biohash.errors import ConfigError
 from biohash.pipeline.predict import HPARAMS_FILE, fold_file, h2q_hparams
 from biohash.utils import atomic_write_text
 
 __all__ = ["EVAL_FOLDS", "evaluate", "eval_file", "eval_document"]
-
-EVAL_FOLDS = ("query", "val")
-
 
 def eval_file(run_dir: Path, fold: str) -> Path:
     return Path(run_dir) / f"{fold}-prediction_mAP.json"

@@ -24,10 +24,13 @@ from biohash.config import TrialConfig
 from biohash.errors import ConfigError
 from biohash.pipeline import checkpoint as ckpt
 from biohash.pipeline.runtime import Runtime, TrialContext, forward_features, open_context
-from biohash.utils import atomic_path, atomic_write_text
+from biohash.storage import atomic_path
+from biohash.utils import atomic_write_text
 
 __all__ = ["FOLDS", "HPARAMS_FILE", "predict", "fold_file", "h2q_hparams", "write_hashes_tsv"]
 
+#: The folds predicted, in h2q's order (its ``hparams.json`` lists them so):
+#: the same folds as ``biohash.data.store.FOLDS``, which keeps another order.
 FOLDS = ("train", "val", "query", "database")
 HPARAMS_FILE = "hparams.json"
 

@@ -9,6 +9,7 @@ did not finish; an interrupted run continues from ``checkpoints/latest.pt``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,17 @@ import torch
 
 from biohash.config import TrialConfig
 from biohash.pipeline import checkpoint as ckpt
-from biohash.pipeline.evaluate import EVAL_FOLDS, evaluate
+from biohash.contract import EVAL_FOLDS, SCORE, FinalReport
+from biohash.pipeline.evaluate import evaluate
 from biohash.pipeline.predict import predict
 from biohash.pipeline.runtime import Runtime, TrialContext, open_context
 from biohash.pipeline.train import ReportFn, TrainResult, train
 from biohash.utils import atomic_write_json, resolve_device
 
 __all__ = ["STATUS_FILE", "DONE", "read_status", "write_status", "skip_reason", "resume_point",
-           "train_in_run_dir", "run_trial", "final_metrics"]
+           "train_in_run_dir", "run_trial", "final_report"]
+
+log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 #: Train statuses of a run that ended on its own (as opposed to running/failed).
@@ -32,8 +36,18 @@ DONE = ("finished", "early_stopped", "diverged")
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """The run's phase statuses; {} when ``status.json`` is missing, and also
+    (with a warning) when it is empty or truncated: the phases then count as
+    not run, so the run continues instead of failing on its own bookkeeping."""
     path = Path(run_dir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        status = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as exc:
+        log.warning("ignoring damaged %s (%s); treated as missing", path, exc)
+        return {}
+    return status if isinstance(status, dict) else {}
 
 
 def write_status(run_dir: str | Path, **phases: str) -> None:
@@ -61,6 +75,9 @@ def resume_point(cfg: TrialConfig, run_dir: Path) -> Path | None:
     latest = run_dir / ckpt.CHECKPOINT_DIR / ckpt.LATEST
     if cfg.no_skip or not latest.is_file():
         return None
+    if not ckpt.is_complete(latest):
+        log.warning("ignoring the empty or truncated %s; the run starts afresh", latest)
+        return None
     return latest.parent
 
 
@@ -71,27 +88,26 @@ def _device_label(runtime: Runtime) -> str:
     return device.type
 
 
-def final_metrics(cfg: TrialConfig, run_dir: Path, result: TrainResult,
-                  evals: dict[str, dict] | None, times: dict[str, float],
-                  runtime: Runtime) -> dict[str, Any]:
-    """The last report of a trial (the contract read by the result sinks)."""
+def final_report(cfg: TrialConfig, run_dir: Path, result: TrainResult,
+                 evals: dict[str, dict] | None, times: dict[str, float],
+                 runtime: Runtime) -> FinalReport:
+    """The last report of a trial (``biohash.contract.FinalReport``).
+
+    ``evals``: ``evaluate``'s old-key metrics per fold, None when the run was
+    not evaluated (its metrics and score are then 0, as in the old code).
+    """
     from biohash.metrics import REPORTED_METRICS, metric_name
 
-    out: dict[str, Any] = {
-        "phase": "final", "trial_id": cfg.trial_id, "status": result.status,
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "epoch": result.epochs_run,
-        "run_dir": str(run_dir), "hw/device": _device_label(runtime),
-        "hw/precision": cfg.precision, "history": json.dumps(result.history),
-    }
+    metrics = {}
     for fold in EVAL_FOLDS:
-        metrics = (evals or {}).get(fold, {})
-        flat = {metric_name(k): float(v) for k, v in metrics.items() if k != "score"}
-        for name in REPORTED_METRICS:
-            out[f"{fold}/{name}"] = flat.get(name, 0.0)
-    out["score"] = float((evals or {}).get("query", {}).get("score", 0.0))
-    out.update({f"time/{k}_s": v for k, v in times.items()})
-    out["time/total_s"] = sum(times.values())
-    return out
+        flat = {metric_name(k): float(v) for k, v in (evals or {}).get(fold, {}).items()
+                if k != SCORE}
+        metrics[fold] = {name: flat.get(name, 0.0) for name in REPORTED_METRICS}
+    return FinalReport(
+        trial_id=cfg.trial_id, status=result.status, best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run, run_dir=str(run_dir), device=_device_label(runtime),
+        precision=cfg.precision, score=float((evals or {}).get("query", {}).get(SCORE, 0.0)),
+        metrics=metrics, times=dict(times), history=tuple(result.history))
 
 
 def train_in_run_dir(cfg: TrialConfig, run_dir: Path, *, runtime: Runtime,
@@ -112,8 +128,8 @@ def train_in_run_dir(cfg: TrialConfig, run_dir: Path, *, runtime: Runtime,
 
 
 def run_trial(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None = None,
-              report: ReportFn | None = None, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train, predict and evaluate ``cfg`` in ``run_dir``; returns the final metrics.
+              report: ReportFn | None = None, resume: str | Path | None = None) -> FinalReport:
+    """Train, predict and evaluate ``cfg`` in ``run_dir``; returns the final report.
 
     A diverged run with no usable checkpoint is not predicted; its metrics are 0.
     """
@@ -129,4 +145,4 @@ def run_trial(cfg: TrialConfig, run_dir: str | Path, *, runtime: Runtime | None 
         write_status(run_dir, predict="done")
         evals, times["eval"] = evaluate(run_dir)
         write_status(run_dir, eval="done")
-    return final_metrics(cfg, run_dir, result, evals, times, runtime)
+    return final_report(cfg, run_dir, result, evals, times, runtime)

@@ -15,24 +15,12 @@ import torch
 from torch import nn
 
 from biohash.config import TrialConfig
+# Runtime is part of the trial contract (torch-free); re-exported here, where it is used.
+from biohash.contract import Runtime
 from biohash.errors import ConfigError
 from biohash.utils import resolve_device, seed_everything
 
 __all__ = ["Runtime", "TrialContext", "open_context", "forward_features"]
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how to run; not part of a trial's identity.
-
-    ``data_root`` may be a local folder or a URI (``s3://bucket/data``): the
-    processed dataset is then cached once per node (see ``biohash.data``).
-    """
-
-    data_root: str = "data"
-    device: str = "auto"
-    cache_dir: str | None = None
-    eval_batch_size: int = 256
 
 
 @dataclass

@@ -8,16 +8,17 @@ from typing import Any, Mapping
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from biohash.config import TrialConfig
+from biohash.contract import BOOKKEEPING, FINAL, TRAIN
 from biohash.errors import ConfigError
 from biohash.results.schema import numeric_items
 
 __all__ = ["trial_config", "epoch_metrics", "trial_error_text", "FINAL", "TRAIN"]
 
 log = logging.getLogger(__name__)
-FINAL, TRAIN = "final", "train"
-#: Keys Tune adds to every report, and bookkeeping keys of the contract.
-_NOT_METRICS = frozenset(AUTO_RESULT_KEYS) | {
-    "done", "trial_id", "should_checkpoint", "experiment_tag", "phase", "epoch", "history"}
+#: Keys Tune adds to every report (its own and the few it adds besides
+#: ``AUTO_RESULT_KEYS``), and the bookkeeping keys of the contract.
+_NOT_METRICS = frozenset(AUTO_RESULT_KEYS) | {"done", "should_checkpoint", "experiment_tag"} \
+    | frozenset(BOOKKEEPING)
 
 
 def trial_config(trial: Any) -> TrialConfig | None:

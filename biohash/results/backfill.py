@@ -22,7 +22,7 @@ from biohash.results.mlflow_best import BEST_TAG, log_sweep_answer
 from biohash.results.mlflow_log import SweepLogger, quick_http
 from biohash.results.reader import load_history_table, load_results_table
 from biohash.results.schema import CONFIG_COLUMNS
-from biohash.results.store import read_sweep_json, resolve_sweeps
+from biohash.storage import read_json, resolve_sweeps, sweep_json
 
 __all__ = ["backfill", "BackfillReport"]
 
@@ -67,7 +67,7 @@ def backfill(storage: str, sweep: str, tracking_uri: str, *,
     loc = resolve_sweeps(storage, [sweep], filesystem)[0]
     rows = load_results_table([loc]).to_pylist()
     histories = _histories(loc)
-    info = read_sweep_json(loc)
+    info = read_json(sweep_json(loc), what="sweep record") or {}
     report = BackfillReport()
     try:
         with quick_http():

@@ -32,7 +32,7 @@ from biohash.results.mlflow_log import SweepLogger
 if TYPE_CHECKING:
     import pandas as pd
 
-    from biohash.results.store import Location
+    from biohash.storage import Location
 
 __all__ = ["BEST_TAG", "BEST_FILTER", "GROUP_BY", "METRIC", "Answer", "best_metric_key",
            "sweep_answer", "log_answer", "log_sweep_answer"]

@@ -35,17 +35,16 @@ from typing import Any, Iterable, Iterator, Mapping
 import pyarrow.fs as pafs
 
 from biohash.config import TrialConfig
+from biohash.contract import DATA_PREFIX, FINAL_NUMBERS, FINAL_TEXTS
+from biohash.defaults import default_mlflow_uri, mlflow_artifact_root
 from biohash.results.provenance import code_version
-from biohash.results.schema import FINAL_METRICS, TIMES
 
-__all__ = ["SweepLogger", "default_tracking_uri", "short_name", "MAX_METRICS", "MAX_TAGS",
+__all__ = ["SweepLogger", "short_name", "MAX_METRICS", "MAX_TAGS",
            "RUN_NAME_TAG"]
 
 log = logging.getLogger(__name__)
 MAX_METRICS, MAX_TAGS = 1000, 100
 _MAX_TAG_CHARS = 8000
-_FINAL_KEYS = ("score", "best_epoch", "epochs_run", *FINAL_METRICS, *TIMES)
-_FINAL_TAGS = ("hw/device", "hw/precision", "run_dir")
 #: Tag of a child run holding the trial's old run-directory name (``TrialConfig.run_name``).
 RUN_NAME_TAG = "biohash.run_name"
 #: The evaluation's JSON files in a run directory (``query-prediction_mAP.json``, ...).
@@ -56,11 +55,6 @@ RUN_STATUS = {"finished": "FINISHED", "early_stopped": "FINISHED", "diverged": "
 #: Fail fast on a dead server instead of MLflow's default ~4 min of retries.
 _QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
-def default_tracking_uri() -> str:
-    """``sqlite:///<cwd>/mlflow.db`` (MLflow 3.13+ refuses ``file:`` stores)."""
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 @contextlib.contextmanager
@@ -91,11 +85,6 @@ def short_name(cfg: TrialConfig) -> str:
 def _q(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
-
-#: Epoch-report keys under this prefix describe the trial's data, not its progress
-#: (e.g. ``data/similar_probability``, the p that DCH/WGLHH/HashNet weight pairs
-#: with): logged once as params ``data.<name>`` instead of as per-step metrics.
-DATA_PREFIX = "data/"
 
 
 def _split_data_params(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -156,11 +145,7 @@ class SweepLogger:
         return self._experiment_id
 
     def _artifact_location(self) -> str | None:
-        # Beside the SQLite file rather than ./mlruns of whatever cwd the driver has.
-        if self.tracking_uri.startswith("sqlite:///"):
-            db = Path(self.tracking_uri[len("sqlite:///"):])
-            return (db.parent / "mlartifacts").resolve().as_uri()
-        return None  # a server decides (proxied artifacts)
+        return mlflow_artifact_root(self.tracking_uri)
 
     def parent_id(self) -> str:
         """The sweep's run, found by tag or created (RUNNING)."""
@@ -291,9 +276,9 @@ class SweepLogger:
         child = self.child(cfg)
         status = str(final.get("status") or "finished")
         step = int(final.get("epochs_run") or child.last_epoch or 0)
-        metrics = [(k, float(final[k]), step) for k in _FINAL_KEYS
+        metrics = [(k, float(final[k]), step) for k in FINAL_NUMBERS
                    if isinstance(final.get(k), (int, float)) and not isinstance(final[k], bool)]
-        tags = {k: str(final[k]) for k in _FINAL_TAGS if final.get(k) not in (None, "")}
+        tags = {k: str(final[k]) for k in FINAL_TEXTS if final.get(k) not in (None, "")}
         tags["biohash.status"] = status
         if final.get("error"):
             tags["biohash.error"] = str(final["error"])
@@ -328,7 +313,7 @@ class SweepLogger:
         storage layer: the run directory is wherever the sweep storage is (a
         local folder, ``s3://...``), not necessarily on this machine's disk."""
         from biohash.errors import ResultsError
-        from biohash.results.store import list_files, resolve
+        from biohash.storage import list_files, resolve
 
         try:
             loc = resolve(run_dir, self.filesystem)

@@ -165,10 +165,10 @@ class MlflowSweepCallback(Callback):
         results callback has written by now (it runs first and writes at once)."""
         from biohash.errors import ResultsError
         from biohash.results.mlflow_best import log_sweep_answer
-        from biohash.results.store import sweep_location
+        from biohash.storage import sweep_dir
 
         try:
-            loc = sweep_location(self.storage, self.sweep, self.filesystem)
+            loc = sweep_dir(self.storage, self.sweep, self.filesystem)
             answer = log_sweep_answer(lg, loc)
         except ResultsError as exc:  # no Parquet results: nothing to rank (not an MLflow fault)
             log.warning("MLflow: no best configs for sweep %s: %s", self.sweep, exc)

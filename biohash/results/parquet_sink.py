@@ -13,7 +13,6 @@ sweep: the trial's own run directory still has its results.
 from __future__ import annotations
 
 import logging
-import posixpath
 from typing import Any, Callable
 
 import pyarrow.fs as pafs
@@ -24,9 +23,9 @@ from biohash.config import TrialConfig
 from biohash.results._tune import FINAL, epoch_metrics, trial_config, trial_error_text
 from biohash.results.provenance import code_version
 from biohash.results.reader import refresh_snapshot
-from biohash.results.schema import (error_row, history_rows, history_table, parse_history,
-                                    trial_row, trials_table)
-from biohash.results.store import HISTORY, TRIALS, Location, sweep_location, write_table
+from biohash.results.repair import write_result
+from biohash.results.schema import error_row, parse_history, trial_row
+from biohash.storage import TABLES, TRIALS, Location, result_file, sweep_dir
 
 __all__ = ["ParquetResultsCallback"]
 
@@ -88,7 +87,7 @@ class ParquetResultsCallback(Callback):
 
     def _refresh_snapshots(self) -> None:
         loc = self._location()
-        for table in (TRIALS, HISTORY):
+        for table in TABLES:
             try:  # compact for fast reads; a failure only costs read speed later
                 refresh_snapshot(loc, table)
             except Exception as exc:  # noqa: BLE001
@@ -98,18 +97,15 @@ class ParquetResultsCallback(Callback):
     # ------------------------------------------------------------------ writing
     def _location(self) -> Location:
         if self._loc is None:
-            self._loc = sweep_location(self.storage, self.sweep, self.filesystem)
+            self._loc = sweep_dir(self.storage, self.sweep, self.filesystem)
         return self._loc
-
-    def _path(self, table: str, trial_id: str) -> str:
-        return posixpath.join(self._location().path, "results", table, f"{trial_id}.parquet")
 
     def _write_final(self, cfg: TrialConfig, result: dict) -> None:
         history = parse_history(result.get("history")) or \
             list(self._epochs.get(cfg.trial_id, {}).values())
         self._epochs.pop(cfg.trial_id, None)
         row = trial_row(self.sweep, cfg, result, code_version=code_version())
-        self._submit(cfg.trial_id, lambda: self._write_pair(cfg, [row], history))
+        self._submit(cfg.trial_id, lambda: self._write_pair(cfg, row, history))
 
     def _write_error(self, cfg: TrialConfig, error: str | None, status: str = "error") -> None:
         history = list(self._epochs.pop(cfg.trial_id, {}).values())
@@ -120,20 +116,16 @@ class ParquetResultsCallback(Callback):
         row = error_row(self.sweep, cfg, error, code_version=code_version(),
                         epochs_run=max((h["epoch"] for h in history), default=None),
                         status=status)
-        self._submit(cfg.trial_id, lambda: self._write_pair(cfg, [row], history))
+        self._submit(cfg.trial_id, lambda: self._write_pair(cfg, row, history))
 
-    def _write_pair(self, cfg: TrialConfig, rows: list[dict], history: list[dict]) -> None:
-        fs = self._location().fs
-        # History first: a trials row is what readers treat as "this trial has results".
-        write_table(fs, self._path(HISTORY, cfg.trial_id),
-                    history_table(history_rows(self.sweep, cfg, history)))
-        write_table(fs, self._path(TRIALS, cfg.trial_id), trials_table(rows))
+    def _write_pair(self, cfg: TrialConfig, row: dict, history: list[dict]) -> None:
+        write_result(self._location(), self.sweep, cfg, row, history)
 
     def _has_result(self, trial_id: str) -> bool:
         """Whether a row with results (not error/stopped) for the trial is on storage."""
         try:
-            table = pq.read_table(self._path(TRIALS, trial_id), columns=["status"],
-                                  filesystem=self._location().fs)
+            table = pq.read_table(result_file(self._location(), TRIALS, trial_id).path,
+                                  columns=["status"], filesystem=self._location().fs)
         except (FileNotFoundError, OSError):
             return False
         return any(s not in ("error", "stopped") for s in table.column("status").to_pylist())

@@ -26,7 +26,8 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 
 from biohash.config import FIELDS, TrialConfig, base_arch
-from biohash.metrics import REPORTED_METRICS
+from biohash.contract import (EPOCH_BOOKKEEPING, EVAL_FOLDS, FINAL_METRICS, FINAL_TEXTS,
+                              OUTCOME_COLUMNS, REPORTED_METRICS, TIMES)
 
 __all__ = [
     "SCHEMA_VERSION", "VERSION_KEY", "FOLDS", "METRICS", "FINAL_METRICS", "TIMES",
@@ -39,16 +40,15 @@ SCHEMA_VERSION = 1
 #: Schema metadata key holding the version (bytes) in every file.
 VERSION_KEY = b"biohash.schema_version"
 
-FOLDS = ("query", "val")
+#: The contract's names (``biohash.contract``), re-exported for the readers.
+FOLDS = EVAL_FOLDS
 METRICS = REPORTED_METRICS
-#: ``query/mAP`` ... ``val/P_at_1000``: the final metrics of the contract.
-FINAL_METRICS = tuple(f"{fold}/{m}" for fold in FOLDS for m in METRICS)
-TIMES = ("time/train_s", "time/predict_s", "time/eval_s", "time/total_s")
 #: Trial outcomes: the trainable's three plus ``error`` (Tune reported an exception).
 #: "stopped": ended by the scheduler (ASHA) before its final evaluation: no metrics.
 STATUSES = ("finished", "early_stopped", "diverged", "stopped", "error")
 
-_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+                "timestamp": pa.timestamp("us", tz="UTC")}
 
 
 def _arrow_type(f: Any) -> pa.DataType:
@@ -66,13 +66,8 @@ TRIALS_SCHEMA = pa.schema(
      # Derived from the config for grouping: the rule actually used (a plain
      # arch is backprop whatever -mode says) and the arch without "bio-".
      pa.field("rule", pa.string()), pa.field("base_arch", pa.string()),
-     pa.field("status", pa.string()), pa.field("error", pa.string()),
-     pa.field("best_epoch", pa.int64()), pa.field("epochs_run", pa.int64()),
-     pa.field("score", pa.float64()),
-     *[pa.field(name, pa.float64()) for name in FINAL_METRICS],
-     *[pa.field(name, pa.float64()) for name in TIMES],
-     pa.field("hw/device", pa.string()), pa.field("hw/precision", pa.string()),
-     pa.field("run_dir", pa.string()), pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+     # The outcome: the final report's keys (and the driver's ``error``).
+     *[pa.field(name, _ARROW_TYPES[kind]) for name, kind in OUTCOME_COLUMNS],
      pa.field("code_version", pa.string())],
     metadata={**_META, b"biohash.table": b"trials"})
 
@@ -87,7 +82,7 @@ HISTORY_SCHEMA = pa.schema(
     metadata={**_META, b"biohash.table": b"history"})
 
 #: Keys of a per-epoch report that are bookkeeping, not history values.
-_NOT_HISTORY = frozenset({"epoch", "phase", "trial_id"})
+_NOT_HISTORY = frozenset(EPOCH_BOOKKEEPING)
 
 
 def numeric_items(result: Mapping[str, Any]) -> Iterable[tuple[str, float]]:
@@ -135,7 +130,7 @@ def trial_row(sweep: str, cfg: TrialConfig, final: Mapping[str, Any], *, code_ve
                best_epoch=_int(final.get("best_epoch")), epochs_run=_int(final.get("epochs_run")),
                score=_float(final.get("score")))
     row.update({name: _float(final.get(name)) for name in (*FINAL_METRICS, *TIMES)})
-    for key in ("hw/device", "hw/precision", "run_dir"):
+    for key in FINAL_TEXTS:
         row[key] = None if final.get(key) is None else str(final[key])
     return row
 

@@ -8,33 +8,33 @@ Everything else (models, data, metrics) is ordinary library code.
 
 ``config`` (built by the orchestrator) has three keys: ``trial`` (a
 ``TrialConfig`` dict), ``sweep`` (the sweep name) and ``runtime`` (a
-``Runtime`` dict plus ``storage``, the sweep storage root). Both ``storage``
-and ``runtime["data_root"]`` are absolute addresses: the trial runs in its
-own Ray working directory, where a relative path would name another place.
+``biohash.contract.TrialRuntime`` in its dict form). Both its ``storage``
+and ``data_root`` are absolute addresses: the trial runs in its own Ray
+working directory, where a relative path would name another place. What the
+trial reports is ``biohash.contract.EpochReport`` / ``FinalReport``; where
+it writes in storage is ``biohash.storage``'s layout.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
+import logging
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["trial_trainable", "trial_dirname", "trial_id_of_dirname", "trial_name",
-           "upload_run_dir", "RUN_SUBDIR", "CRASH_ONCE", "CHECKPOINT_INTERVAL", "FINAL_FILE"]
+from biohash.contract import TrialRuntime
+from biohash.storage import trial_folder_name
+
+__all__ = ["trial_trainable", "trial_dirname", "trial_name", "upload_run_dir",
+           "remove_local_checkpoints", "RUN_SUBDIR"]
+
+log = logging.getLogger(__name__)
 
 #: Run directories live under ``<trial dir>/models/...`` (old-workflow names).
 RUN_SUBDIR = "models"
-#: Fault-injection hook (``runtime[CRASH_ONCE] = "<trial_id>:<epoch>"``): that
-#: trial raises once right after reporting that epoch (a marker file in the
-#: trial folder remembers it), so tests exercise Tune's real retry-from-
-#: checkpoint path. Also handy to rehearse a spot-node loss on a cluster.
-CRASH_ONCE = "crash_once"
-#: Runtime key: least seconds between two checkpoints sent to storage (0 = every epoch).
-CHECKPOINT_INTERVAL = "checkpoint_interval_s"
-#: The final report of a finished trial, stored beside its Tune folder.
-FINAL_FILE = "final.json"
+#: Marker in the local trial folder: the test hook has fired (it fires once).
+_CRASHED_MARKER = ".crashed-once"
 
 
 def trial_dirname(trial: Any) -> str:
@@ -42,16 +42,7 @@ def trial_dirname(trial: Any) -> str:
     from biohash.config import TrialConfig
 
     cfg = TrialConfig.from_dict(trial.config["trial"])
-    return f"{cfg.db}-{cfg.arch}-{cfg.trial_id}"
-
-
-_DIRNAME = re.compile(r"^.+-([0-9a-f]{12})$")
-
-
-def trial_id_of_dirname(name: str) -> str | None:
-    """The trial id in a ``trial_dirname`` folder name, or None for other folders."""
-    match = _DIRNAME.match(name)
-    return match.group(1) if match else None
+    return trial_folder_name(cfg.db, cfg.arch, cfg.trial_id)
 
 
 def trial_name(trial: Any) -> str:
@@ -61,16 +52,18 @@ def trial_name(trial: Any) -> str:
     return f"{cfg.db}/{cfg.arch}/{cfg.effective_mode}/{cfg.nbits}b/{cfg.loss}/s{cfg.seed}"
 
 
-def _crash_hook(spec: str | None, trial_id: str, trial_dir: Path):
-    target, _, epoch = (spec or "").partition(":")
-    marker = trial_dir / ".crashed-once"
-    if target != trial_id or marker.exists():
+def _crash_hook(runtime: TrialRuntime, trial_id: str,
+                trial_dir: Path) -> Callable[[dict[str, Any]], None] | None:
+    """``TrialRuntime.test_crash_after`` as a function called after each report."""
+    point = runtime.crash_point
+    marker = trial_dir / _CRASHED_MARKER
+    if point is None or point[0] != trial_id or marker.exists():
         return None
 
     def hook(metrics: dict[str, Any]) -> None:
-        if metrics.get("epoch") == int(epoch):
+        if metrics.get("epoch") == point[1]:
             marker.write_text("1")
-            raise RuntimeError(f"injected crash after epoch {epoch} ({CRASH_ONCE})")
+            raise RuntimeError(f"injected crash after epoch {point[1]} (test_crash_after)")
     return hook
 
 
@@ -87,25 +80,19 @@ def trial_trainable(config: dict[str, Any],
 
     from biohash.config import TrialConfig
     from biohash.pipeline.run import run_trial
-    from biohash.pipeline.runtime import Runtime
-    from biohash.results.store import write_bytes
+    from biohash.storage import final_report, read_json, sweep_dir, write_bytes
 
     cfg = TrialConfig.from_dict(config["trial"])
-    rt = {**config.get("runtime", {}), **(runtime_overrides or {})}
-    storage = rt.pop("storage", None)
-    crash_spec = rt.pop(CRASH_ONCE, None)
-    interval = float(rt.pop(CHECKPOINT_INTERVAL, 0.0))
-    runtime = Runtime(**rt)
+    rt = TrialRuntime.from_dict(config.get("runtime"), **(runtime_overrides or {}))
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = cfg.run_dir(trial_dir / RUN_SUBDIR)
-    crash = _crash_hook(crash_spec, cfg.trial_id, trial_dir)
-
+    crash = _crash_hook(rt, cfg.trial_id, trial_dir)
     last_checkpoint = [-float("inf")]
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
         # A VGG16 checkpoint (weights + Adam state + best weights) is ~2 GB:
         # uploading it every epoch would cost more than the epoch on a GPU.
-        if time.monotonic() - last_checkpoint[0] >= interval:
+        if time.monotonic() - last_checkpoint[0] >= rt.checkpoint_interval_s:
             last_checkpoint[0] = time.monotonic()
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         else:
@@ -113,40 +100,37 @@ def trial_trainable(config: dict[str, Any],
         if crash is not None:
             crash(metrics)
 
-    done = _final_location(storage, config["sweep"], trial_dir) if storage else None
-    if done is not None and done.exists():
+    sweep = sweep_dir(rt.storage, config["sweep"]) if rt.storage else None
+    done = final_report(sweep, trial_dir.name) if sweep is not None else None
+    if done is not None and (previous := read_json(done, what="final report")) is not None:
         # Finished before, but the driver died before Tune recorded it (the
         # Parquet sink may already hold the row): deliver the very same final
         # report again (same finished_at), rerun nothing.
-        with done.fs.open_input_stream(done.path) as fh:
-            tune.report(json.loads(fh.read()))
+        tune.report(previous)
         return
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        final = run_trial(cfg, run_dir, runtime=runtime, report=report)
+        final = run_trial(cfg, run_dir, runtime=rt.runtime, report=report)
     else:
         with checkpoint.as_directory() as resume:
-            final = run_trial(cfg, run_dir, runtime=runtime, report=report, resume=resume)
-    final["val_mAP"] = final.get("val/mAP", 0.0)
-    final["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    if done is not None:
-        final["run_dir"] = upload_run_dir(run_dir, storage, config["sweep"], trial_dir)
-        # Durable before it is reported: whatever the driver records next, a
-        # resumed sweep finds this and does not run the trial again.
-        write_bytes(done, json.dumps(final).encode())
-    tune.report(final)
+            final = run_trial(cfg, run_dir, runtime=rt.runtime, report=report, resume=resume)
+    if done is None:
+        tune.report(final.finish().to_dict())
+        return
+    final = final.finish(run_dir=upload_run_dir(run_dir, sweep, trial_dir))
+    # Durable before it is reported: whatever the driver records next, a
+    # resumed sweep finds this and does not run the trial again.
+    write_bytes(done, json.dumps(final.to_dict()).encode())
+    # Only now is everything of the trial in storage (its Tune checkpoints went
+    # there with each report): the local copies would only fill the disk.
+    remove_local_checkpoints(run_dir)
+    tune.report(final.to_dict())
 
 
-def _final_location(storage: str, sweep: str, trial_dir: Path):
-    """``<storage>/<sweep>/<trial folder>/final.json`` (a ``results.store.Location``)."""
-    from biohash.results.store import resolve
-
-    return resolve(storage).join(sweep, trial_dir.name, FINAL_FILE)
-
-
-def upload_run_dir(run_dir: Path, storage: str, sweep: str, trial_dir: Path) -> str:
+def upload_run_dir(run_dir: Path, sweep: Any, trial_dir: Path) -> str:
     """Copy a finished run directory (not its checkpoints) next to the trial's
-    Tune folder in storage; returns where it is.
+    Tune folder in storage (``sweep``: the sweep's ``biohash.storage.Location``);
+    returns where it is.
 
     Done once, after evaluate, by the trial itself rather than by Tune's
     background artifact sync: that sync copies the folder while the trial is
@@ -156,9 +140,9 @@ def upload_run_dir(run_dir: Path, storage: str, sweep: str, trial_dir: Path) -> 
     from pyarrow import fs as pafs
 
     from biohash.pipeline.checkpoint import CHECKPOINT_DIR
-    from biohash.results.store import resolve
+    from biohash.storage import run_dir_copy
 
-    dest = resolve(storage).join(sweep, trial_dir.name, *run_dir.relative_to(trial_dir).parts)
+    dest = run_dir_copy(sweep, trial_dir.name, *run_dir.relative_to(trial_dir).parts)
     dest.fs.create_dir(dest.path, recursive=True)
     local = pafs.LocalFileSystem()
     for path in sorted(run_dir.iterdir()):
@@ -166,3 +150,22 @@ def upload_run_dir(run_dir: Path, storage: str, sweep: str, trial_dir: Path) -> 
             pafs.copy_files(str(path), dest.join(path.name).path, source_filesystem=local,
                             destination_filesystem=dest.fs)
     return dest.uri
+
+
+def remove_local_checkpoints(run_dir: Path) -> None:
+    """Delete a finished run's local ``checkpoints/`` folder (a VGG16 trial
+    leaves ~2.5 GB; a worker's disk filled after ~80 trials).
+
+    Call only once the run directory and the final report are in storage:
+    a retry then finds ``final.json`` and reruns nothing, so the local
+    checkpoints can no longer be needed.
+    """
+    from biohash.pipeline.checkpoint import CHECKPOINT_DIR
+
+    folder = run_dir / CHECKPOINT_DIR
+    try:
+        shutil.rmtree(folder)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # the trial's results are safe; only disk space is at stake
+        log.warning("could not delete the local checkpoints %s: %s", folder, exc)
