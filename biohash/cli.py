@@ -2,12 +2,13 @@
 
 Each subcommand module exposes ``add_parser(subparsers)``, which registers
 its parser(s) with ``set_defaults(func=handler)``; a handler parses nothing
-itself, calls one library function and prints. Modules are imported only
-when listed here, and heavy imports (torch, ray, mlflow) happen inside the
-handlers, so ``biohash --help`` stays fast.
+itself, calls one library function and prints. Heavy imports (torch, ray,
+mlflow) happen inside the handlers, so ``biohash --help`` stays fast.
 
 Any ``BiohashError`` becomes one line on stderr and exit status 2; other
-exceptions show a traceback only under ``--debug``.
+exceptions show a traceback only under ``--debug``. A flag argparse rejects
+(a wrong type, a missing or unknown argument) is the same: one line naming
+it, one line pointing to ``--help``, exit status 2.
 """
 from __future__ import annotations
 
@@ -15,24 +16,38 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from biohash.errors import BiohashError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Parser"]
 
 #: Modules that contribute subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "biohash.data.commands",        # data download | process | import-h2q | list
     "biohash.pipeline.commands",    # train | predict | eval | demo-trial
     "biohash.orchestrator.commands",  # sweep plan | run | resume | status | list ; demo
-    "biohash.analysis.commands",    # results best | table | plot | compare | sync-mlflow ; ui
+    "biohash.results.commands",     # results list | best | table | plot | compare | repair ...
+    "biohash.analysis.commands",    # ui
     "biohash.cluster.commands",     # cluster rehearse | publish
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line plus a ``--help`` hint.
+
+    argparse prints the whole usage (11 lines for ``train``) before its
+    message; the message alone names the flag and the bad value. Subparsers
+    are built with the parser's own class, so every subcommand inherits this.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n"
+                     f"run '{self.prog} --help' for the flags and their values\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="biohash",
         description="Deep hashing with biologically plausible learning rules: "
                     "train, predict, evaluate, sweep and compare.")
@@ -40,15 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # Skip only an area that is not installed; a missing dependency
-            # inside an existing module is a real error.
-            if not name.startswith(exc.name or "\0"):
-                raise
-            continue
-        module.add_parser(sub)
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 
@@ -58,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "func", None):
+    if args.command is None:  # `biohash` alone: every subparser below requires its action
         parser.print_help()
         return 2
     try:

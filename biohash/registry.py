@@ -3,16 +3,23 @@
 Used for datasets, archs, learning-rule modes, losses and search spaces, so
 that every kind answers unknown names the same way and tests can be
 parametrised over ``registry.names()``.
+
+``LazyRegistry`` is the torch-free face of a registry whose builders live in
+a heavy module (archs, losses and rules import torch): it knows its names
+without importing that module, and loads it on the first ``get``/``create``.
+The names it declares must be exactly the names the module registers; the
+first load checks it, so the two cannot drift apart silently.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import importlib
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from biohash.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "LazyRegistry"]
 
 
 class Registry(Generic[T]):
@@ -67,3 +74,67 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class LazyRegistry(Registry[T]):
+    """A registry answered from declared names; builders loaded on first use.
+
+    ``source`` is ``"module:attr"``, the ``Registry`` that the builders
+    register in; ``modules``: further modules whose import registers builders
+    there (imported before ``source`` is read). ``names``: the names it must hold, or None to learn them by
+    loading ``source`` (for a module that is cheap to import anyway).
+    ``names()``, ``in``, ``check`` and ``len`` never import ``source`` when
+    the names are declared; ``get``/``create`` do. Registration happens in
+    ``source`` only.
+    """
+
+    def __init__(self, kind: str, source: str, names: Iterable[str] | None = None, *,
+                 modules: Iterable[str] = ()) -> None:
+        super().__init__(kind)
+        self.source = source
+        self._modules = tuple(modules)
+        self._declared = None if names is None else tuple(sorted(names))
+        self._loaded: Registry[T] | None = None
+
+    def load(self) -> Registry[T]:
+        """Import ``source`` (once) and return its registry.
+
+        Raises ``RuntimeError`` when its names differ from the declared ones:
+        a programming error (a builder added without its name, or the reverse).
+        """
+        if self._loaded is None:
+            for module in self._modules:
+                importlib.import_module(module)
+            module, _, attr = self.source.partition(":")
+            registry = getattr(importlib.import_module(module), attr)
+            if self._declared is not None and tuple(registry.names()) != self._declared:
+                extra = sorted(set(registry.names()) - set(self._declared))
+                missing = sorted(set(self._declared) - set(registry.names()))
+                raise RuntimeError(f"{self.kind} names declared for {self.source} differ from "
+                                   f"its registrations: registered only {extra}, declared "
+                                   f"only {missing}")
+            self._loaded = registry
+        return self._loaded
+
+    def register(self, name: str, item: T | None = None) -> Callable[[T], T] | T:
+        raise TypeError(f"register {self.kind} {name!r} in {self.source}, and declare its name "
+                        f"where this LazyRegistry is built")
+
+    def get(self, name: str) -> T:
+        self.check(name)
+        return self.load().get(name)
+
+    def check(self, name: str) -> str:
+        if name not in self:
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}")
+        return name
+
+    def names(self) -> list[str]:
+        return list(self._declared) if self._declared is not None else self.load().names()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __len__(self) -> int:
+        return len(self.names())

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from biohash.config import FIELDS, TrialConfig, effective_mode, parse_bio_scope
+from biohash.catalog import REGISTRIES
+from biohash.config import (CODE_TABLE_MAX_NBITS, FIELDS, NON_RESULT_FIELDS, TrialConfig,
+                            check_field, effective_mode, field_name, parse_bio_scope)
 from biohash.errors import ConfigError
 
 SEED_NAME = ("-loss=DCH-nbits=32-trf=imagenet-arch=bio-vgg16-seed=0-bs=128-mode=fa-ep=20-pt=10"
@@ -53,7 +57,10 @@ def test_coercion_gives_identical_names_from_yaml_ints_and_cli_strings():
     ({"nbits": "x"}, "-nbits 'x'"), ({"nbits": 2.5}, "-nbits 2.5"),
     ({"no_cube": "maybe"}, "true/false"), ({"bio_scope": "head"}, "needs a bio-<arch>"),
     ({"arch": "bio-vgg16", "bio_scope": "neck=fa"}, "parts: backbone, head"),
-    ({"no_skip": True, "soft_skip": True}, "-soft_skip"), ({"db": "a/b"}, "without '/'"),
+    ({"no_skip": True, "soft_skip": True}, "-soft_skip"), ({"db": "a/b"}, "-db 'a/b'; allowed: letters, digits"),
+    ({"exp": "a\x07b"}, "-exp 'a\\x07b'"), ({"exp": ".."}, "-exp '..'"),
+    ({"nbits": 2**24}, "-nbits 16777216; allowed: an integer in 1..1,677,721"),
+    ({"loss": "HyP2", "nbits": 257}, "-nbits 257 for -loss HyP2; allowed: 1..256"),
     ({"precision": "fp64"}, "fp32, bf16, fp16, auto"),
     ({"hswd_sample": "sorted"}, "-hswd_sample 'sorted'; allowed: random, balanced"),
 ])
@@ -106,3 +113,61 @@ def test_every_field_has_a_flag_and_help():
 def test_a_scope_that_freezes_every_part_is_refused():
     with pytest.raises(ConfigError, match="every part is frozen"):
         TrialConfig(arch="bio-vgg16", bio_scope="backbone=frozen,head=frozen")
+
+
+def test_check_field_is_the_one_check_per_field():
+    assert check_field("lr", "1e-3") == 1e-3 and check_field("arch", "bio-vgg16") == "bio-vgg16"
+    assert check_field("bio_scope", "backbone=frozen,head=fa") == "backbone=frozen,head=fa"
+    with pytest.raises(ConfigError, match=r"bad -lr nan; allowed: a finite number > 0"):
+        check_field("lr", "nan")
+    with pytest.raises(ConfigError, match=r"unknown arch 'vgg19'"):
+        check_field("arch", "bio-vgg19")
+    check_field("arch", "bio-vgg19", registry=False)  # registries only when asked
+    with pytest.raises(ConfigError, match=r"unknown mode 'xx' for head"):
+        check_field("bio_scope", "head=xx")
+    with pytest.raises(ConfigError, match=r"unknown field 'learning_rat'"):
+        check_field("learning_rat", 1)
+
+
+def test_field_metadata_derives_the_non_result_fields_and_aliases():
+    assert NON_RESULT_FIELDS == ("exp", "nw", "no_skip", "soft_skip")
+    assert {f.name for f in FIELDS if f.metadata["registry"]} == {"db", "loss", "arch", "mode",
+                                                                  "bio_scope"}
+    assert field_name("batch_size") == "bs" and field_name("bs") == "bs"
+    assert field_name("nope") is None
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRIES))
+def test_declared_registry_names_are_exactly_the_registered_builders(kind):
+    registry = REGISTRIES[kind]
+    loaded = registry.load()  # raises when the declared names and registrations differ
+    assert registry.names() == loaded.names() and len(registry) > 0
+    name = registry.names()[0]
+    assert registry.get(name) is loaded.get(name)
+    with pytest.raises(TypeError, match="register"):
+        registry.register("x", object())
+
+
+def test_code_table_limit_is_the_tables_last_row():
+    from importlib import resources
+
+    rows = resources.files("biohash.losses").joinpath("h2q-codetable.csv").read_text()
+    last = [line for line in rows.splitlines() if line and line[0].isdigit()][-1]
+    assert int(last.split(",")[0]) == CODE_TABLE_MAX_NBITS
+    from biohash.losses import separation
+
+    with pytest.raises(ConfigError):
+        separation(CODE_TABLE_MAX_NBITS + 1, 10)
+
+
+@pytest.mark.parametrize("first", ["biohash.config", "biohash.bio", "biohash.models",
+                                   "biohash.losses", "biohash.catalog"])
+def test_config_and_the_registries_import_in_any_order_without_torch(first):
+    code = (f"import sys, {first}, biohash.config, biohash.bio, biohash.models, biohash.losses;"
+            "from biohash.config import TrialConfig;"
+            "TrialConfig(db='DIGITS', arch='bio-cnn-small', mode='usf').validate();"
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

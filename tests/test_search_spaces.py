@@ -9,7 +9,7 @@ import pytest
 
 from biohash.config import TrialConfig, base_arch, parse_bio_scope
 from biohash.errors import ConfigError
-from biohash.search_spaces import (SPACES, SearchSpace, load_space, plan, to_param_space,
+from biohash.search_spaces import (MAX_TRIALS, SPACES, SearchSpace, load_space, plan,
                                    trial_gpu_seconds)
 from biohash.search_spaces.plan import PRECISION_SLOWDOWN
 
@@ -314,7 +314,8 @@ def test_expansion_errors(raw, message):
      "demo.yaml: overrides[0].grid.loss: unknown loss 'dch'; choose from "),
     ({"exclude": [{"loss": "Hyp2"}]}, "demo.yaml: exclude[0].loss: unknown loss 'Hyp2'"),
     ({"fixed": {"arch": "bio-alexnet", "bio_scope": "backbone=frozen,head=fx"}},
-     "demo.yaml: fixed.bio_scope: unknown mode 'fx'; choose from bp, "),
+     "demo.yaml: fixed.bio_scope: bad -bio_scope 'backbone=frozen,head=fx': unknown mode "
+     "'fx' for head; choose from bp, "),
 ])
 def test_registry_names_are_checked_only_when_validating(raw, message):
     sp = SearchSpace.from_dict(raw, name="demo", source="demo.yaml")
@@ -370,18 +371,9 @@ def test_cost_model_orders_archs_rules_and_epochs():
     assert step > 0 and cost(ep=30) - cost(ep=20) == pytest.approx(step)
 
 
-# -------------------------------------------------------------- Ray, imports
-def test_param_space_is_one_grid_over_the_expanded_trials():
-    from ray.tune.search.variant_generator import generate_variants
-
-    cfgs = load_space("demo").expand()
-    param_space = to_param_space(cfgs)
-    variants = [spec["trial"] for _, spec in generate_variants(param_space)]
-    assert [TrialConfig.from_dict(v) for v in variants] == cfgs
-
-
-def test_import_and_expansion_stay_torch_and_ray_free():
-    code = ("import sys, biohash.search_spaces as s; s.load_space('paper-grid').expand(False);"
+# -------------------------------------------------------------- imports
+def test_import_expansion_and_name_checks_stay_torch_and_ray_free():
+    code = ("import sys, biohash.search_spaces as s; s.load_space('paper-grid').expand(True);"
             "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1])
@@ -395,3 +387,30 @@ def test_an_override_or_exclusion_that_matches_nothing_is_logged(caplog):
     assert [c.loss for c in cfgs] == ["DCH"]
     assert [r.getMessage() for r in caplog.records] == [
         "bad.yaml: overrides[0] matches no trial", "bad.yaml: exclude[1] matches no trial"]
+
+
+# -------------------------------------------------------------- size limit
+def test_a_grid_past_the_limit_is_refused_with_its_count_before_it_is_built():
+    # 10 x 10 x 10 x 10 x 10 x 2 = 200,000 > 100,000: refused while counting, and
+    # the message says the limit and the count.
+    raw = {"grid": {"seed": list(range(10)), "nbits": list(range(8, 18)),
+                    "bs": list(range(2, 12)), "ep": list(range(1, 11)),
+                    "pt": list(range(1, 11)), "loss": ["DCH", "DPSH"]}}
+    with pytest.raises(ConfigError, match=r"past the limit of 100,000 trials per space "
+                                          r"\(more than 100,000, up to 200,000\)"):
+        SearchSpace.from_dict(raw, name="huge").expand(validate=False)
+
+
+def test_repeats_and_draws_past_the_limit_are_refused_while_parsing():
+    with pytest.raises(ConfigError, match=r"repeats: 1,000,000,000 seeds pass the limit of "
+                                          r"100,000"):
+        SearchSpace.from_dict({"fixed": {"db": "DIGITS"}, "repeats": 10**9}, name="r")
+    with pytest.raises(ConfigError, match=r"search.num_samples: 100,001 draws"):
+        SearchSpace.from_dict({"sample": {"lr": {"loguniform": [1e-5, 1e-3]}},
+                               "search": {"num_samples": MAX_TRIALS + 1}}, name="s")
+
+
+def test_a_space_at_the_limit_expands():
+    raw = {"grid": {"nbits": list(range(8, 18)), "bs": list(range(2, 12)),
+                    "ep": list(range(1, 11))}, "repeats": 100}
+    assert SearchSpace.from_dict(raw, name="edge").n_trials == MAX_TRIALS

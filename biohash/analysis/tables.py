@@ -7,7 +7,8 @@ sweeps). Conventions used throughout:
   plain ``-arch alexnet`` trial is backprop whatever ``-mode`` says, so it
   is grouped as ``bp``.
 - A *config* is a trial's hyperparameters without its seed and without
-  bookkeeping flags (exp, nw, no_skip, soft_skip): trials that differ only
+  the fields that do not change results (``config.NON_RESULT_FIELDS``: exp,
+  nw, no_skip, soft_skip): trials that differ only
   by seed are repeats of one config, averaged before anything is ranked.
 - Rows with status ``error`` have no metrics and are left out.
 """
@@ -17,14 +18,16 @@ from typing import Sequence
 
 import pandas as pd
 
+from biohash.config import NON_RESULT_FIELDS
 from biohash.errors import ResultsError
 from biohash.results.schema import CONFIG_COLUMNS
 
 __all__ = ["CONFIG_KEY", "prepare", "config_means", "best_configs", "best_view", "gap_table",
            "paper_table", "compare"]
 
-#: Config columns that do not change what a trial computes (besides the seed).
-_NOT_IDENTITY = ("seed", "exp", "nw", "no_skip", "soft_skip")
+#: Config columns outside a config's identity: the seed (repeats of one config
+#: are averaged) and the fields that do not change what a trial computes.
+_NOT_IDENTITY = ("seed", *NON_RESULT_FIELDS)
 #: The columns identifying a config (hyperparameters), seed excluded.
 CONFIG_KEY = tuple(c for c in CONFIG_COLUMNS if c not in _NOT_IDENTITY)
 

@@ -132,6 +132,8 @@ def _prepare(self) -> Prepared:
                 raise DataError(f"{path}:{k}: {len(vector)} label columns, but {self.name} "
                                 f"has {self.num_classes}; wrong --name?")
             items.append((image, vector))
+        if not items:  # an empty fold would be imported and fail later, in training
+            raise DataError(f"{path}: no items; each fold needs lines 'image_path,0 1 0 ...'")
         parsed[fold] = items
     labels = {f: np.asarray([v for _, v in items], np.uint8).reshape(-1, self.num_classes)
               for f, items in parsed.items()}

@@ -4,6 +4,11 @@
 becomes ``biohash train -exp bioexp -db CIFAR_10 ...`` with the same names,
 defaults and run directories (``models/<group>/<db>/<exp>/<run name>``);
 ``python src/eval/eval_map.py -p RUN_DIR`` becomes ``biohash eval -p RUN_DIR``.
+
+Bad input exits 2 before anything is written: flags through ``TrialConfig``
+(one check per field) and ``--group`` through ``TrialConfig.run_dir``'s name
+check; a dataset that is not processed under ``--data-root`` is reported
+(with the commands that make it) before the run directory is created.
 """
 from __future__ import annotations
 
@@ -47,6 +52,16 @@ def _config(args: argparse.Namespace) -> TrialConfig:
     return cfg.validate()
 
 
+def _require_data(cfg: TrialConfig, data_root: str) -> None:
+    """``DataError`` (the commands that make it) unless ``cfg.db`` is processed under
+    ``data_root`` or is built on first use (the embedded DIGITS sets)."""
+    from biohash.data import DATASETS, is_processed, missing_message
+    from biohash.errors import DataError
+
+    if not DATASETS.get(cfg.db).auto_process and not is_processed(cfg.db, data_root):
+        raise DataError(missing_message(cfg.db, data_root))
+
+
 def _runtime(args: argparse.Namespace):
     from biohash.pipeline.runtime import Runtime
 
@@ -67,6 +82,7 @@ def _train(args: argparse.Namespace) -> int:
     if reason:
         print(f"skipping: {reason}")
         return 0
+    _require_data(cfg, args.data_root)
     print(f"run directory: {run_dir}")
     result = train_in_run_dir(cfg, run_dir, runtime=_runtime(args), report=_print_epoch,
                               resume=resume_point(cfg, run_dir))
@@ -80,6 +96,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     run_dir = cfg.run_dir(args.models_dir, args.group)
+    _require_data(cfg, args.data_root)
     seconds = predict(cfg, run_dir, runtime=_runtime(args), hashes_tsv=args.hashes_tsv)
     write_status(run_dir, predict="done")
     print(f"predictions written to {run_dir} ({seconds:.1f}s)")

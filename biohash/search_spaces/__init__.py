@@ -70,14 +70,19 @@ a sampled search is BOHB-style multi-fidelity search.
 Errors are one line naming the file, the key and what is allowed, e.g.
 ``demo.yaml: grid.mode: unknown mode 'fx'; choose from bp, brsf, ...``.
 
-This package imports without torch; registry names are checked (importing
-the subpackages that define them) by ``SearchSpace.expand(validate=True)``,
-Ray only by ``to_param_space``.
+Size: a space may expand to at most ``MAX_TRIALS`` (100,000) trials, grid
+combinations x ``num_samples``; past it ``plan`` and ``sweep run`` alike
+refuse it, naming the count, before the trial list is built.
+
+This package imports without torch, Ray or MLflow: registry names are
+checked by ``SearchSpace.expand(validate=True)`` against ``biohash.catalog``,
+which knows them without importing the builders (only the sampled-search
+``searcher`` module imports Ray, when a sampled sweep starts).
 """
 from __future__ import annotations
 
 from biohash.search_spaces.plan import DataStatus, Plan, plan, trial_gpu_seconds
-from biohash.search_spaces.space import SPACES, SearchSpace, load_space, to_param_space
+from biohash.search_spaces.space import MAX_TRIALS, SPACES, SearchSpace, load_space
 
-__all__ = ["SPACES", "SearchSpace", "load_space", "to_param_space", "Plan", "DataStatus",
-           "plan", "trial_gpu_seconds"]
+__all__ = ["SPACES", "SearchSpace", "load_space", "Plan", "DataStatus", "plan",
+           "trial_gpu_seconds", "MAX_TRIALS"]

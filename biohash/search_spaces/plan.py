@@ -15,10 +15,9 @@ memory-mapped uint8), and counts one trial per GPU.
 """
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 from biohash.config import FROZEN, TrialConfig, base_arch, parse_bio_scope
 from biohash.search_spaces.space import SearchSpace
@@ -147,17 +146,18 @@ class Plan:
 def plan(space: SearchSpace, *, data_root: str = "data") -> Plan:
     """Expand and validate ``space``, check its data under ``data_root`` and
     estimate its GPU time (see the module docstring for the cost model)."""
-    data_api = importlib.import_module("biohash.data")
+    from biohash.data import DATASETS, is_processed, missing_message
+
     trials = space.expand(validate=True)
     notes: list[str] = []
     data: dict[str, DataStatus] = {}
     for db in dict.fromkeys(cfg.db for cfg in trials):
-        ready = bool(data_api.is_processed(db, data_root))
-        auto = not ready and bool(getattr(data_api.DATASETS.get(db), "auto_process", False))
-        data[db] = DataStatus(db, ready, auto,
-                              "" if ready else data_api.missing_message(db, data_root))
+        ready = is_processed(db, data_root)
+        auto = not ready and DATASETS.get(db).auto_process
+        data[db] = DataStatus(db, ready, auto, "" if ready else missing_message(db, data_root))
     by: dict[tuple[str, str], float] = {}
-    sizes = {db: _split_sizes(data_api, db) for db in data}
+    # Every Dataset states its fold sizes as a class constant (biohash.data.base).
+    sizes = {db: DATASETS.get(db).split_sizes for db in data}
     uncosted = sorted({base_arch(c.arch) for cfg in trials for c in space.corners(cfg)}
                       - set(THROUGHPUT))
     notes += [f"no throughput for {arch}; costed as {FALLBACK_ARCH}" for arch in uncosted]
@@ -196,15 +196,3 @@ def rule_overhead(cfg: TrialConfig) -> float:
 def _duration(hours: float) -> str:
     return f"{hours:,.1f} GPU-hours" if hours >= 0.1 else f"{hours * 60:.1f} GPU-minutes"
 
-
-def _split_sizes(data_api: Any, db: str) -> Mapping[str, int]:
-    info = data_api.DATASETS.get(db)
-    sizes = getattr(info, "split_sizes", None)
-    if callable(sizes):
-        sizes = sizes()
-    if not isinstance(sizes, Mapping) or "train" not in sizes:
-        from biohash.errors import ConfigError
-
-        raise ConfigError(f"dataset {db!r} states no split sizes (train/query/val/database); "
-                          "cannot estimate its GPU time")
-    return {fold: int(n) for fold, n in sizes.items()}

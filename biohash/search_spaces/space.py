@@ -11,36 +11,27 @@ silently merged: they mean an override or scope collapsed an axis.
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from biohash.config import FIELDS, FROZEN, TrialConfig, base_arch, parse_bio_scope
+from biohash.config import (DEFAULTS, FIELDS, NON_RESULT_FIELDS, TrialConfig, check_field,
+                            parse_bio_scope)
 from biohash.errors import ConfigError
 from biohash.registry import Registry
-from biohash.search_spaces.spec import (Arm, Condition, Override, Sampled, Search, Spec,
-                                        parse_spec)
+from biohash.search_spaces.spec import (MAX_TRIALS, Arm, Condition, Override, Sampled, Search,
+                                        Spec, parse_spec)
 
-__all__ = ["SearchSpace", "SPACES", "load_space", "to_param_space", "SPACE_SUFFIXES"]
+__all__ = ["SearchSpace", "SPACES", "load_space", "SPACE_SUFFIXES", "MAX_TRIALS"]
 
 log = logging.getLogger(__name__)
 
 SPACE_SUFFIXES = (".yaml", ".yml")
-_DEFAULTS = {f.name: f.default for f in FIELDS}
-#: Fields checked against a registry: module, registry attribute.
-_REGISTRIES = {
-    "db": ("biohash.data", "DATASETS"),
-    "loss": ("biohash.losses", "LOSSES"),
-    "mode": ("biohash.bio", "MODES"),
-    "arch": ("biohash.models", "ARCHS"),
-}
-#: Fields that never change a trial's result (not in its run name or id).
-_INERT = ("nw", "no_skip", "soft_skip")
 
 
 @dataclass(frozen=True)
@@ -146,36 +137,53 @@ class SearchSpace:
     @functools.cached_property
     def _trials(self) -> tuple[TrialConfig, ...]:
         spec = self.spec
-        used = {"overrides": [0] * len(spec.overrides), "exclude": [0] * len(spec.exclude)}
-        dicts = [{**spec.fixed, **combo} for combo in _product(spec.grid)]
-        for i, override in enumerate(spec.overrides):
-            out = []
-            for trial in dicts:
-                if not _matches(trial, override.when):
-                    out.append(trial)
-                    continue
-                used["overrides"][i] += 1
-                out.extend(_apply(trial, override))
-            dicts = out
-        if spec.seeds is not None:
-            dicts = [{**trial, "seed": seed} for seed in spec.seeds for trial in dicts]
-        kept = []
-        for trial in dicts:
-            hits = [i for i, cond in enumerate(spec.exclude) if _matches(trial, cond)]
-            for i in hits:
-                used["exclude"][i] += 1
-            if not hits:
-                kept.append(trial)
-        for section, counts in used.items():
-            for i, count in enumerate(counts):
+        used = {"overrides": [0] * len(spec.overrides), "exclude": [0] * len(spec.exclude),
+                "expanded": [0]}
+        # A lazy pipeline: at most `limit + 1` kept trials are ever held, so a
+        # space that expands past the limit is refused without building it.
+        limit = MAX_TRIALS // spec.search.num_samples
+        kept = list(itertools.islice(self._expanded(used), limit + 1))
+        if len(kept) > limit:
+            raise ConfigError(
+                f"{self.source}: the space expands past the limit of {MAX_TRIALS:,} trials per "
+                f"space (more than {limit * spec.search.num_samples:,}, up to "
+                f"{_upper_bound(spec):,}): narrow an axis or split it into several spaces")
+        for section in ("overrides", "exclude"):
+            for i, count in enumerate(used[section]):
                 if not count:  # harmless, but usually a typo in a value
                     log.warning("%s: %s[%d] matches no trial", self.source, section, i)
         if not kept:
             raise ConfigError(f"{self.source}: the space is empty: exclude removes all "
-                              f"{len(dicts)} trials")
+                              f"{used['expanded'][0]} trials")
         trials = tuple(self._build(trial) for trial in kept)
         self._check_duplicates(trials)
         return trials
+
+    def _expanded(self, used: dict[str, list[int]]) -> Iterator[dict[str, Any]]:
+        """The trial dicts in expansion order (see the module docstring), lazily;
+        ``used`` counts the matches of each override and exclusion, and the
+        trials before exclusion (``expanded``)."""
+        spec = self.spec
+
+        def configurations() -> Iterator[dict[str, Any]]:
+            dicts: Iterable[dict[str, Any]] = ({**spec.fixed, **combo}
+                                               for combo in _product(spec.grid))
+            for i, override in enumerate(spec.overrides):
+                dicts = _overridden(dicts, override, used["overrides"], i)
+            return iter(dicts)
+
+        if spec.seeds is None:
+            trials: Iterable[dict[str, Any]] = configurations()
+        else:  # seeds outermost: the configurations are re-expanded per seed
+            trials = ({**trial, "seed": seed} for seed in spec.seeds
+                      for trial in configurations())
+        for trial in trials:
+            used["expanded"][0] += 1
+            hits = [i for i, cond in enumerate(spec.exclude) if _matches(trial, cond)]
+            for i in hits:
+                used["exclude"][i] += 1
+            if not hits:
+                yield trial
 
     def _build(self, trial: Mapping[str, Any]) -> TrialConfig:
         try:
@@ -193,7 +201,7 @@ class SearchSpace:
                     f"{self.source}: two trials are the same run {cfg.db}/{cfg.exp}/"
                     f"{cfg.run_name} ({_differences(first, cfg)}); an override collapsed "
                     f"an axis or the axis is a field that does not change results "
-                    f"({', '.join(_INERT)}): drop one with `exclude`")
+                    f"({', '.join(NON_RESULT_FIELDS)}): drop one with `exclude`")
             first = by_meaning.setdefault(_meaning(cfg), cfg)
             if first is not cfg:
                 parts = parse_bio_scope(cfg.bio_scope, cfg.effective_mode)
@@ -215,10 +223,11 @@ class SearchSpace:
 
     def _check_names(self, trials: Iterable[TrialConfig]) -> None:
         # First the values where they are written, so the message names the key.
+        named = {f.name for f in FIELDS if f.metadata["registry"]}
         for key, name, value in self.spec.located:
-            if name in _REGISTRIES or name == "bio_scope":
+            if name in named:
                 try:
-                    check_name(name, value)
+                    check_field(name, value)
                 except ConfigError as exc:
                     raise ConfigError(f"{self.source}: {key}: {exc}") from None
         # Then every trial: catches defaults, e.g. an unregistered default db.
@@ -230,24 +239,30 @@ class SearchSpace:
                                   f"{exc}") from None
 
 
-def check_name(name: str, value: Any) -> None:
-    """Check one field value against its registry (raises ConfigError)."""
-    if name == "bio_scope":
-        for part_mode in parse_bio_scope(value, "bp").values():
-            if part_mode != FROZEN:
-                _registry("mode").check(part_mode)
-        return
-    _registry(name).check(base_arch(value) if name == "arch" else value)
-
-
-def _registry(name: str) -> Registry:
-    module, attr = _REGISTRIES[name]
-    return getattr(importlib.import_module(module), attr)
-
-
 def _product(grid: Mapping[str, tuple[Any, ...]]) -> Iterable[dict[str, Any]]:
     names = list(grid)
     return (dict(zip(names, combo)) for combo in itertools.product(*grid.values()))
+
+
+def _overridden(dicts: Iterable[dict[str, Any]], override: Override, counts: list[int],
+                i: int) -> Iterator[dict[str, Any]]:
+    """``dicts`` with ``override`` applied to the matching ones (counted in ``counts[i]``)."""
+    for trial in dicts:
+        if _matches(trial, override.when):
+            counts[i] += 1
+            yield from _apply(trial, override)
+        else:
+            yield trial
+
+
+def _upper_bound(spec: Spec) -> int:
+    """Trials the space expands to at most, counted without expanding it:
+    every override matching every trial, nothing excluded."""
+    n = math.prod(len(values) for values in spec.grid.values())
+    for override in spec.overrides:
+        n *= max(1, sum(math.prod(len(v) for v in {**override.grid, **arm.grid}.values())
+                        for arm in override.arms or (Arm({}, {}),)))
+    return n * len(spec.seeds or (0,)) * spec.search.num_samples
 
 
 def _apply(trial: Mapping[str, Any], override: Override) -> Iterable[dict[str, Any]]:
@@ -260,12 +275,12 @@ def _apply(trial: Mapping[str, Any], override: Override) -> Iterable[dict[str, A
 def _matches(trial: Mapping[str, Any], condition: Condition) -> bool:
     # An unset field has its TrialConfig default, so `when: {mode: fa}`
     # also matches trials that never name a mode.
-    return all(trial.get(name, _DEFAULTS[name]) in values for name, values in condition.items())
+    return all(trial.get(name, DEFAULTS[name]) in values for name, values in condition.items())
 
 
 def _meaning(cfg: TrialConfig) -> str:
     """What decides the result, with mode/bio_scope resolved to per-part rules."""
-    skip = ("mode", "bio_scope", *_INERT)
+    skip = ("mode", "bio_scope", *NON_RESULT_FIELDS)
     data = [(f.name, getattr(cfg, f.name)) for f in FIELDS if f.name not in skip]
     return repr((data, sorted(parse_bio_scope(cfg.bio_scope, cfg.effective_mode).items())))
 
@@ -277,7 +292,7 @@ def _differences(a: TrialConfig, b: TrialConfig) -> str:
 
 
 def _describe(trial: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in trial.items() if v != _DEFAULTS.get(k)) or "defaults"
+    return ", ".join(f"{k}={v}" for k, v in trial.items() if v != DEFAULTS.get(k)) or "defaults"
 
 
 # ------------------------------------------------------------------ loading
@@ -332,10 +347,3 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     raise ConfigError(f"unknown search space {text!r}; choose from {shipped}, "
                       "or give the path of a .yaml file")
 
-
-def to_param_space(trials: Iterable[TrialConfig]) -> dict[str, Any]:
-    """Tune ``param_space``: one ``grid_search`` over the trials' dicts, so
-    Tune runs exactly the expanded list (overrides and exclusions included)."""
-    from ray import tune
-
-    return {"trial": tune.grid_search([cfg.to_dict() for cfg in trials])}

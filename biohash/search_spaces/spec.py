@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NoReturn
 
-from biohash.config import FIELDS, TrialConfig
+from biohash.config import DEFAULTS, check_field, field_name
 from biohash.errors import ConfigError
 
 __all__ = ["Spec", "Override", "Arm", "Sampled", "Search", "parse_spec", "TOP_KEYS",
            "OVERRIDE_KEYS", "ARM_KEYS", "FIELD_NAMES", "DISTRIBUTIONS", "ALGORITHMS", "SEARCH_KEYS",
-           "METRICS"]
+           "METRICS", "MAX_TRIALS"]
 
 #: Top-level keys of a space file, in the order the docs present them.
 TOP_KEYS = ("description", "fixed", "grid", "sample", "overrides", "exclude", "seeds", "repeats",
@@ -25,9 +25,11 @@ TOP_KEYS = ("description", "fixed", "grid", "sample", "overrides", "exclude", "s
 OVERRIDE_KEYS = ("when", "set", "grid", "arms")
 #: Keys of one entry of an override's ``arms``.
 ARM_KEYS = ("set", "grid")
-FIELD_NAMES = tuple(f.name for f in FIELDS)
-_DEFAULTS = {f.name: f.default for f in FIELDS}
-_ALIASES = {f.metadata["long"]: f.name for f in FIELDS if f.metadata["long"]}
+FIELD_NAMES = tuple(DEFAULTS)
+#: Most trials one space may expand to (grid combinations x ``num_samples``):
+#: a sweep's trial list, plan and Tune state are all held in memory, and a
+#: space past this is almost always a typo (an extra axis, ``repeats: 10000``).
+MAX_TRIALS = 100_000
 _SCALARS = (str, int, float, bool)
 
 #: A condition: field -> the values that match (any of them).
@@ -235,12 +237,12 @@ class _Parser:
             self.fail(key, f"expected one distribution {{kind: [args]}} with kind in "
                            f"{', '.join(DISTRIBUTIONS)}, got {value!r}")
         (kind, args), = value.items()
-        kinds = {float: _FLOAT_KINDS, int: _INT_KINDS}.get(type(_DEFAULTS[name]), ("choice",))
+        kinds = {float: _FLOAT_KINDS, int: _INT_KINDS}.get(type(DEFAULTS[name]), ("choice",))
         if kind not in DISTRIBUTIONS:
             self.fail(f"{key}.{kind}", f"unknown distribution; choose from "
                                        f"{', '.join(DISTRIBUTIONS)}")
         if kind not in kinds:
-            self.fail(f"{key}.{kind}", f"{name} is a {type(_DEFAULTS[name]).__name__} field; "
+            self.fail(f"{key}.{kind}", f"{name} is a {type(DEFAULTS[name]).__name__} field; "
                                        f"choose from {', '.join(kinds)}")
         key = f"{key}.{kind}"
         if not isinstance(args, list) or not args:
@@ -299,6 +301,9 @@ class _Parser:
         num = section.get("num_samples", 1)
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             self.fail("search.num_samples", f"expected an integer >= 1, got {num!r}")
+        if num > MAX_TRIALS:
+            self.fail("search.num_samples", f"{num:,} draws per combination pass the limit of "
+                                            f"{MAX_TRIALS:,} trials per space")
         if algorithm == "grid" and num != 1:
             self.fail("search.num_samples", f"a grid runs each trial once, got {num!r}; "
                                             f"repeat trials with `seeds` or `repeats`")
@@ -327,8 +332,8 @@ class _Parser:
             self.fail(key, f"expected a mapping of field: value, got {section!r}")
         out, seen = [], {}
         for written, value in section.items():
-            name = _ALIASES.get(written, written)
-            if not isinstance(written, str) or name not in FIELD_NAMES:
+            name = field_name(written) if isinstance(written, str) else None
+            if name is None:
                 self.fail(f"{key}.{written}", f"unknown field; choose from {', '.join(FIELD_NAMES)}")
             if name in seen:
                 self.fail(f"{key}.{written}", f"names the same field as {key}.{seen[name]}")
@@ -438,6 +443,9 @@ class _Parser:
         if key == "repeats":
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 self.fail("repeats", f"expected an integer >= 1 (seeds 0..n-1), got {value!r}")
+            if value > MAX_TRIALS:  # refused before range() is materialised
+                self.fail("repeats", f"{value:,} seeds pass the limit of {MAX_TRIALS:,} trials "
+                                     f"per space")
             return tuple(range(value))
         seeds = self.axis("seeds", "seed", value)
         return tuple(int(s) for s in seeds)
@@ -449,16 +457,9 @@ class _Parser:
             shape = "nothing (null)" if value is None else f"a {type(value).__name__} {value!r}"
             self.fail(key, f"expected a single value (text, number or true/false), got {shape}")
         try:
-            typed = getattr(_probe(name, value), name)
+            typed = check_field(name, value, registry=False)
         except ConfigError as exc:
             self.fail(key, str(exc))
         self.located.append((key, name, typed))
         return typed
 
-
-def _probe(name: str, value: Any) -> TrialConfig:
-    """A config with only ``name`` changed, to reuse TrialConfig's coercion
-    and range checks instead of re-listing them here."""
-    if name == "bio_scope":  # a scope is only legal on a bio-<arch>
-        return TrialConfig(arch="bio-alexnet", bio_scope=value)
-    return TrialConfig(**{name: value})
