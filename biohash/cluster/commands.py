@@ -1,4 +1,4 @@
-"""``biohash cluster rehearse | publish``."""
+"""``biohash cluster rehearse | publish | mlflow-backup | mlflow-restore``."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ def _rehearse(args: argparse.Namespace) -> int:
         cpus_per_trial=args.cpus_per_trial, spot_losses=args.spot_losses,
         idle_timeout_s=args.idle_timeout, max_workers=args.max_workers,
         node_types=tuple(t for t in (args.node_types or "").split(",") if t),
-        workdir=args.workdir, timeout_s=args.timeout))
+        workdir=args.workdir, timeout_s=args.timeout, epochs=args.epochs))
     print(render_table(report))
     print(f"\nlogs, results and MLflow store: {report['workdir']}")
     res = report["results"]
@@ -39,6 +39,32 @@ def _publish(args: argparse.Namespace) -> int:
     publish_node_types(address, types)
     print(f"published to {address}: {describe_types(types)}")
     return 0
+
+
+def _mlflow_backup(args: argparse.Namespace) -> int:
+    from biohash.cluster.mlflow_store import backup_store, default_backup_uri
+
+    dest = args.backup or default_backup_uri()
+    size = backup_store(args.db, dest)
+    print(f"backed up {args.db} to {dest} ({size} bytes, SQLite online backup)")
+    return 0
+
+
+def _mlflow_restore(args: argparse.Namespace) -> int:
+    from biohash.cluster.mlflow_store import default_backup_uri, restore_store
+
+    src = args.backup or default_backup_uri()
+    done = restore_store(args.db, src)
+    print({"kept": f"kept the MLflow store {args.db}",
+           "restored": f"restored the MLflow store {args.db} from {src}",
+           "fresh": f"no backup at {src}: the MLflow store {args.db} starts empty"}[done])
+    return 0
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default="~/mlflow/mlflow.db", help="the head's MLflow SQLite store")
+    p.add_argument("--backup", default=None,
+                   help="the bucket copy (default: $BIOHASH_BUCKET/mlflow/mlflow.db)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +95,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default=None,
                    help="empty folder for storage, MLflow and logs (default: a new temp folder)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds the sweep may take")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="cut every trial to this many epochs (default: the space's own)")
     p.set_defaults(func=_rehearse)
 
     p = csub.add_parser(
@@ -81,3 +109,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="GCS address host:port (default: $RAY_ADDRESS, else the local cluster)")
     p.set_defaults(func=_publish)
+
+    p = csub.add_parser(
+        "mlflow-backup", help="copy the head's MLflow store to the bucket (SQLite online backup)",
+        description="Snapshot the MLflow SQLite store with SQLite's online backup API (consistent "
+                    "while the server writes), check it, and replace the bucket copy with it. "
+                    "Run it on the head before `ray down`.")
+    _store_args(p)
+    p.set_defaults(func=_mlflow_backup)
+
+    p = csub.add_parser(
+        "mlflow-restore", help="before MLflow starts: keep the store, or restore it from the bucket",
+        description="Keep the MLflow store if it exists; otherwise download the bucket copy, "
+                    "check it and put it in place; with no bucket copy, start empty. Any "
+                    "failure exits non-zero (the head's start command runs it).")
+    _store_args(p)
+    p.set_defaults(func=_mlflow_restore)
