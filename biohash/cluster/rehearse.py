@@ -19,6 +19,7 @@ stopped by pid on success, failure, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import os
@@ -37,6 +38,7 @@ from biohash.cluster.config import head_type_name, load_cluster_file
 from biohash.cluster.fake import (FakeCluster, fake_autoscaling_config, free_port, kill_pids,
                                   session_pids)
 from biohash.errors import ConfigError, SweepError
+from biohash.storage import bucket_storage, sweep_dir
 
 __all__ = ["RehearsalOptions", "rehearse", "mlflow_start_line"]
 
@@ -60,6 +62,9 @@ class RehearsalOptions:
     kill_after_s: float = 6.0
     workdir: str | None = None
     timeout_s: float = 900.0
+    #: Cut every trial to this many epochs (None: the space's own). The
+    #: rehearsal proves the cluster's mechanics, which need only short trials.
+    epochs: int | None = None
 
     def check(self) -> None:
         if self.spot_losses < 0:
@@ -73,6 +78,9 @@ class RehearsalOptions:
             raise ConfigError(f"bad --max-workers {self.max_workers!r}; allowed: an integer >= 1")
         if self.timeout_s <= 0:
             raise ConfigError(f"bad --timeout {self.timeout_s!r}; allowed: seconds > 0")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or self.epochs < 1):
+            raise ConfigError(f"bad --epochs {self.epochs!r}; allowed: an integer >= 1")
         if self.workdir and Path(self.workdir).exists() and any(Path(self.workdir).iterdir()):
             raise ConfigError(f"bad --workdir {self.workdir!r}: it is not empty; a rehearsal "
                               f"starts from an empty folder")
@@ -163,7 +171,46 @@ def _prepare(opts: RehearsalOptions) -> tuple[dict[str, Any], Any]:
     fake_autoscaling_config(config, source, gcs_address="127.0.0.1:0", idle_timeout_minutes=1,
                             max_workers=opts.max_workers, only_types=opts.node_types)
     mlflow_start_line(config, source)
-    return config, load_space(opts.space)
+    return config, _cut_epochs(load_space(opts.space), opts.epochs)
+
+
+def _cut_epochs(space: Any, epochs: int | None) -> Any:
+    """``space`` with ``ep`` fixed to ``epochs`` (``--epochs``); the space itself if None.
+
+    Only a space that leaves ``ep`` to ``fixed`` (or to the default) can be
+    cut: where ``ep`` is a grid axis, an override or a sampled value, cutting
+    it would merge trials, so that is refused.
+    """
+    from biohash.search_spaces import SearchSpace
+
+    if epochs is None:
+        return space
+    raw = copy.deepcopy(dict(space.raw))
+    for section in ("grid", "sample", "overrides", "exclude"):
+        if _has_key(raw.get(section), "ep"):
+            raise ConfigError(f"bad --epochs {epochs}: space {space.source!r} sets 'ep' in "
+                              f"{section}; allowed: --epochs only for spaces that fix 'ep'")
+    raw["fixed"] = {**(raw.get("fixed") or {}), "ep": epochs}
+    raw["description"] = f"{raw.get('description', space.name)} (rehearsal: {epochs} epochs)"
+    return SearchSpace.from_dict(raw, name=f"{space.name}-ep{epochs}")
+
+
+def _has_key(node: Any, key: str) -> bool:
+    """Whether ``key`` is a mapping key anywhere in a parsed YAML tree."""
+    if isinstance(node, Mapping):
+        return key in node or any(_has_key(v, key) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return any(_has_key(v, key) for v in node)
+    return False
+
+
+def _write_space(space: Any, work: Path) -> str:
+    """The space as a YAML file in the workdir: what the sweep driver is given."""
+    import yaml
+
+    path = work / f"space-{space.name}.yaml"
+    path.write_text(yaml.safe_dump(dict(space.raw), sort_keys=False))
+    return str(path)
 
 
 def _env(base: dict[str, str]) -> dict[str, str]:
@@ -174,6 +221,16 @@ def _env(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _bucket(work: Path) -> Path:
+    """The rehearsal's bucket: a local folder standing for ``BIOHASH_BUCKET``."""
+    return work / "bucket"
+
+
+def _sweeps(work: Path) -> str:
+    """Sweep storage in the rehearsal's bucket, where the head's nodes put it."""
+    return bucket_storage(str(_bucket(work)))
+
+
 def _start_head_commands(config: Mapping[str, Any], work: Path, gcs: str, mlflow_port: int,
                          env: dict[str, str]) -> list[_Session]:
     """The head's start lines except ``ray start``/``ray stop`` (done by the fake
@@ -181,7 +238,7 @@ def _start_head_commands(config: Mapping[str, Any], work: Path, gcs: str, mlflow
     cluster publish`` (see :func:`_publish_like_the_head`), with HOME, the
     bucket, the GCS and the MLflow port of the rehearsal."""
     sessions = []
-    home, bucket = work / "head-home", work / "bucket"
+    home, bucket = work / "head-home", _bucket(work)
     home.mkdir()
     bucket.mkdir()
     line_env = {**env, "HOME": str(home), "BIOHASH_BUCKET": bucket.as_uri(), "RAY_ADDRESS": gcs}
@@ -244,13 +301,14 @@ def _launch_check(cluster_file: str, cpus: float, gpus: float) -> str:
     return f"accepted via {found.source}; node types in the GCS: {gcs}"
 
 
-def sweep_command(opts: RehearsalOptions, gcs: str, mlflow_port: int, work: Path) -> list[str]:
+def sweep_command(opts: RehearsalOptions, space: str, gcs: str, mlflow_port: int,
+                  work: Path) -> list[str]:
     """The README's launch command, pointed at the rehearsal cluster and its storage."""
     biohash = str(Path(sys.executable).with_name("biohash"))
-    return [biohash, "sweep", "run", "--space", opts.space, "--name", SWEEP_NAME,
+    return [biohash, "sweep", "run", "--space", space, "--name", SWEEP_NAME,
             "--address", gcs, "--gpus-per-trial", f"{opts.gpus_per_trial:g}",
             "--cpus-per-trial", f"{opts.cpus_per_trial:g}", "--resume",
-            "--storage", str(work / "bucket" / "sweeps"), "--data-root", str(work / "data"),
+            "--storage", _sweeps(work), "--data-root", str(work / "data"),
             "--mlflow-uri", f"http://127.0.0.1:{mlflow_port}",
             # every epoch: a lost trial resumes from its last epoch (the cloud default, 300 s,
             # is longer than a whole demo trial); enough retries for the losses injected
@@ -322,7 +380,9 @@ def rehearse(opts: RehearsalOptions) -> dict[str, Any]:
                               "options": asdict(opts)}
     try:
         with _sigterm_as_interrupt():
-            report.update(_run(opts, config, cluster, sessions, work, env, mlflow_port))
+            space_arg = opts.space if opts.epochs is None else _write_space(space, work)
+            report.update(_run(opts, config, cluster, sessions, work, env, mlflow_port,
+                               space_arg))
     finally:
         for session in reversed(sessions):
             session.stop()
@@ -343,7 +403,7 @@ def _disconnect() -> None:
 
 def _run(opts: RehearsalOptions, config: Mapping[str, Any], cluster: FakeCluster,
          sessions: _Sessions, work: Path, env: dict[str, str],
-         mlflow_port: int) -> dict[str, Any]:
+         mlflow_port: int, space: str) -> dict[str, Any]:
     import ray
 
     from biohash.cluster.observe import Observer, collect_results
@@ -363,15 +423,15 @@ def _run(opts: RehearsalOptions, config: Mapping[str, Any], cluster: FakeCluster
     # report; Ray turns this same switch off while a debugger breakpoint is active.
     ray._private.worker._worker_logs_enabled = False
     check = _launch_check(opts.cluster_file, opts.cpus_per_trial, opts.gpus_per_trial)
-    cmd = sweep_command(opts, cluster.address, mlflow_port, work)
+    cmd = sweep_command(opts, space, cluster.address, mlflow_port, work)
     with (work / "sweep.log").open("w") as log:
-        observer = Observer(time.monotonic(), work / "bucket" / "sweeps" / SWEEP_NAME)
+        observer = Observer(time.monotonic(), Path(sweep_dir(_sweeps(work), SWEEP_NAME).path))
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work,
                                 start_new_session=True)
         sessions.append(_Session(proc.pid, proc))
         sweep_s = _watch(opts, cluster, proc, observer)
     zero_s = _wait_zero(observer, opts.idle_timeout_s + 120)
-    results = collect_results(work / "bucket" / "sweeps" / SWEEP_NAME, SWEEP_NAME,
+    results = collect_results(Path(sweep_dir(_sweeps(work), SWEEP_NAME).path), SWEEP_NAME,
                               f"http://127.0.0.1:{mlflow_port}", observer.pid_node)
     return {
         "command": " ".join(["biohash", *cmd[1:]]), "launch_check": check,

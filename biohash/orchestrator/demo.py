@@ -18,9 +18,12 @@ __all__ = ["run_demo"]
 def _plots_dir(sweep_uri: str, name: str) -> Path:
     """``<sweep>/plots`` for a local sweep; PNGs are written locally, so a sweep
     in object storage gets ``./plots/<sweep>`` instead."""
-    if "://" in sweep_uri:
-        return Path.cwd() / "plots" / name
-    return Path(sweep_uri) / "plots"
+    from biohash.storage import is_local, plots_dir, resolve
+
+    sweep = resolve(sweep_uri)
+    if not is_local(sweep.fs):
+        return Path(plots_dir(resolve(Path.cwd())).join(name).path)
+    return Path(plots_dir(sweep).path)
 
 
 def run_demo(*, storage: str | None = None, mlflow_uri: str | None = None,
@@ -34,7 +37,7 @@ def run_demo(*, storage: str | None = None, mlflow_uri: str | None = None,
     from biohash.orchestrator.sweep import (SweepOptions, default_mlflow_uri, default_storage,
                                             storage_location, run_sweep)
     from biohash.results import load_history, load_results
-    from biohash.results.store import absolute_address
+    from biohash.storage import absolute_address
 
     tracking = mlflow_uri or default_mlflow_uri()
     root = storage_location(default_storage() if storage is None else storage)
