@@ -27,7 +27,7 @@ def test_demo_runs_a_sweep_and_prints_where_everything_is(tmp_path, monkeypatch,
     assert main(["demo", "--space", str(space), "--storage", "sweeps"]) == 0
     out = capsys.readouterr().out
     assert "Best config per code length and learning rule" in out and "| usf |" in out
-    assert "2 trials (2 finished)" in out and "mlflow.db" in out
+    assert "2 trials (2 done)" in out and "mlflow.db" in out
     sweep = next((tmp_path / "sweeps").iterdir())
     pngs = list((sweep / "plots").glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
