@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json",
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "free_port",
            "seed_everything", "resolve_device"]
 
 
@@ -41,6 +41,16 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server started next:
+    MLflow, a rehearsal's GCS, a test's S3). Loopback only, like every server biohash starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def seed_everything(seed: int) -> None:

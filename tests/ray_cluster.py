@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
+
+from biohash.utils import free_port
 
 __all__ = ["LocalCluster", "Node", "local_cluster", "free_port"]
 
@@ -43,10 +44,6 @@ FAST_HEALTH_CHECK = {"RAY_health_check_initial_delay_ms": "0", "RAY_health_check
                      "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -18,6 +18,8 @@ from typing import Iterator
 
 import pytest
 
+from biohash.utils import free_port
+
 __all__ = ["S3Server", "start_moto", "moto_s3"]
 
 
@@ -35,21 +37,20 @@ class S3Server:
     def filesystem(self):
         from pyarrow import fs
 
+        # allow_delayed_open: a small file goes up in one PUT (moto's answer to pyarrow's
+        # CompleteMultipartUpload can be an error inside a 200 OK).
         return fs.S3FileSystem(endpoint_override=f"127.0.0.1:{self.port}", scheme="http",
-                               region="us-east-1", access_key="test", secret_key="test")
+                               region="us-east-1", access_key="test", secret_key="test",
+                               allow_delayed_open=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def start_moto(timeout: float = 30.0) -> Iterator[S3Server]:
     """Run ``moto_server`` on a free port; sets the test AWS credentials meanwhile."""
     exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from biohash.utils import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {"aws": ROOT / "cluster.yaml", "gcp": ROOT / "cluster-gcp.yaml"}
 IMAGE = "rayproject/ray:2.60.0-py311-gpu"
@@ -126,7 +128,7 @@ def test_the_head_mlflow_command_starts_a_server_that_answers(tmp_path):
     import requests
 
     line = next(c for c in _load("aws")["head_start_ray_commands"] if "mlflow server" in c)
-    port = _free_port()
+    port = free_port()
     line = line.replace("--port 5000", f"--port {port}")
     (tmp_path / "bucket").mkdir()
     env = {**os.environ, "HOME": str(tmp_path), "BIOHASH_BUCKET": (tmp_path / "bucket").as_uri(),
@@ -145,14 +147,6 @@ def test_the_head_mlflow_command_starts_a_server_that_answers(tmp_path):
         assert (tmp_path / "mlflow" / "mlflow.db").is_file()
     finally:
         os.killpg(os.getpgid(pid), signal.SIGKILL)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_only_ssh_is_opened_to_the_world():

@@ -16,7 +16,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -32,15 +31,6 @@ BUCKET = "biohash-multinode"
 MODES = ("bp", "fa", "usf", "frsf")
 
 
-def _s3_fs(port: int) -> pafs.S3FileSystem:
-    # allow_delayed_open: small files go up in one PUT. moto 5.2 answers pyarrow 25's
-    # CompleteMultipartUpload with an error, so multipart writes fail against it
-    # (real S3 is fine); the DIGITS arrays are far below one part.
-    return pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
-                             region="us-east-1", access_key="test", secret_key="test",
-                             allow_delayed_open=True)
-
-
 # --- push: the command that puts a processed dataset where every node finds it -------
 
 def test_push_to_a_folder_then_materialize_reads_it_back(digits_root, tmp_path):
@@ -54,7 +44,7 @@ def test_push_to_a_folder_then_materialize_reads_it_back(digits_root, tmp_path):
 def test_push_to_s3_with_the_manifest_written_last(digits_root, tmp_path):
     with start_moto() as s3:
         s3.client().create_bucket(Bucket=BUCKET)
-        fs = _s3_fs(s3.port)
+        fs = s3.filesystem()
         assert push("DIGITS", str(digits_root), f"{BUCKET}/data", filesystem=fs) == \
             f"{BUCKET}/data/processed/DIGITS"
         objects = s3.client().list_objects_v2(Bucket=BUCKET)["Contents"]
@@ -143,7 +133,7 @@ def test_sweep_spans_both_nodes_and_survives_losing_the_worker(digits_root, tmp_
              "AWS_EC2_METADATA_DISABLED": "true"}
     with start_moto() as s3:
         s3.client().create_bucket(Bucket=BUCKET)
-        push("DIGITS", str(digits_root), f"{BUCKET}/data", filesystem=_s3_fs(s3.port))
+        push("DIGITS", str(digits_root), f"{BUCKET}/data", filesystem=s3.filesystem())
         data_root = f"s3://{BUCKET}/data?endpoint_override=127.0.0.1:{s3.port}&scheme=http" \
                     f"&region=us-east-1"
         with local_cluster(1, env={**creds, "BIOHASH_DATA_CACHE": str(caches[0])},

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from biohash.results.mlflow_sink import MlflowSweepCallback  # noqa: E402
 from biohash.results.parquet_sink import ParquetResultsCallback  # noqa: E402
 from biohash.results.reader import load_history, load_results  # noqa: E402
 from biohash.results.schema import FINAL_METRICS  # noqa: E402
+from biohash.utils import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 # Workers cannot import this test module by name: ship its functions by value.
@@ -75,10 +75,6 @@ def run_sweep(tmp: Path, sweep: str, uri: str, *, fail: bool) -> None:
     tuner.fit()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

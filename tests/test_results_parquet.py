@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import pyarrow as pa
@@ -20,6 +16,7 @@ from biohash.results.schema import (FINAL_METRICS, HISTORY_SCHEMA, SCHEMA_VERSIO
                                     TRIALS_SCHEMA, VERSION_KEY, error_row, history_rows,
                                     history_table, trial_row, trials_table)
 from biohash.storage import list_sweeps, resolve_sweeps, write_table
+from s3_server import moto_s3  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -127,38 +124,11 @@ def test_newer_schema_version_is_refused_naming_the_file(tmp_path):
         load_results([tmp_path / "s1"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3():
-    """A real S3-compatible server (moto) and a pyarrow S3FileSystem pointed at it."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    os.environ.update(env)
-    try:
-        import boto3
-        import requests
-
-        for _ in range(100):
-            try:
-                requests.get(endpoint, timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.2)
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-            Bucket="bucket")
-        yield pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
-                                access_key="test", secret_key="test")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+def s3(moto_s3):  # noqa: F811
+    """The suite's one S3 server (``s3_server.moto_s3``) with a bucket, as a pyarrow filesystem."""
+    moto_s3.client().create_bucket(Bucket="bucket")
+    return moto_s3.filesystem()
 
 
 def test_s3_storage_write_and_read(s3):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from biohash.utils import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -208,10 +210,6 @@ def test_embedded_tokens_are_fresh_and_long():
 
 # ------------------------------------------------------------------ biohash ui
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_health(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -244,7 +242,7 @@ def _alive(pids: set[int]) -> set[int]:
 def _run_ui_and_signal(tmp_path: Path, cmd: list[str], sig: int) -> tuple[int, set[int], set[int]]:
     """Start ``cmd`` (serving MLflow on a free port), wait until it answers, send ``sig``;
     returns (exit status, server pids seen while serving, those still alive after)."""
-    port = _free_port()
+    port = free_port()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.Popen(cmd + ["--mlflow-uri", uri, "--port", str(port)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -279,7 +277,7 @@ def test_serve_ui_stops_its_server_on_timeout(tmp_path):
     code = ("import sys; from biohash.analysis.ui import serve_ui; "
             "sys.exit(serve_ui(sys.argv[1], int(sys.argv[2]), timeout_s=float(sys.argv[3])))")
     proc = subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'm.db'}",
-                             str(_free_port()), "20"], cwd=tmp_path)
+                             str(free_port()), "20"], cwd=tmp_path)
     seen: set[int] = set()
     try:
         while proc.poll() is None:  # every process the server ever had

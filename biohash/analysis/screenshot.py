@@ -20,13 +20,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
 
 from biohash.errors import BiohashError, ConfigError, ResultsError
+from biohash.utils import free_port
 
 __all__ = ["main", "take_screenshot", "find_chromium", "best_runs_url", "share_best_view"]
 
@@ -50,12 +50,6 @@ def find_chromium() -> str:
             return found
     raise ConfigError(f"no headless browser found (tried {', '.join(CHROMIUM_NAMES)}); "
                       "install one, e.g. apt-get install -y chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def best_runs_url(base: str, experiment_id: str) -> str:
@@ -180,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             if experiment_id is None:
                 raise ResultsError(f"the demo sweep left no best runs in {uri}")
         share_best_view(uri, experiment_id)
-        port = _free_port()
+        port = free_port()
         proc = start_ui(uri, port, quiet=True)
         try:
             base = f"http://127.0.0.1:{port}"

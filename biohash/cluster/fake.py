@@ -37,8 +37,9 @@ from typing import Any, Mapping
 
 from biohash.cluster.config import check_head_runs_no_trials, head_type_name, node_types
 from biohash.errors import ConfigError, SweepError
+from biohash.utils import free_port
 
-__all__ = ["FAKE_HEAD_TYPE", "fake_autoscaling_config", "FakeCluster", "free_port",
+__all__ = ["FAKE_HEAD_TYPE", "fake_autoscaling_config", "FakeCluster",
            "session_pids", "kill_pids"]
 
 #: The node type Ray's fake provider gives its head node.
@@ -50,14 +51,6 @@ _TYPE_KEYS = ("resources", "min_workers", "max_workers", "labels")
 FAST_HEALTH_CHECK = {"RAY_health_check_initial_delay_ms": "0",
                      "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
                      "RAY_health_check_failure_threshold": "5"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_autoscaling_config(config: Mapping[str, Any], source: str, *, gcs_address: str,

@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from biohash.cluster.config import head_type_name, load_cluster_file
-from biohash.cluster.fake import (FakeCluster, fake_autoscaling_config, free_port, kill_pids,
+from biohash.cluster.fake import (FakeCluster, fake_autoscaling_config, kill_pids,
                                   session_pids)
 from biohash.errors import ConfigError, SweepError
 from biohash.storage import bucket_storage, sweep_dir
+from biohash.utils import free_port
 
 __all__ = ["RehearsalOptions", "rehearse", "mlflow_start_line"]
 

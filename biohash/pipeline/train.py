@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from biohash.config import TrialConfig
+from biohash.contract import PHASE, TRAIN, TUNE_METRIC, EpochReport
 from biohash.pipeline import checkpoint as ckpt
 from biohash.pipeline.runtime import Runtime, TrialContext, forward_features, open_context
 
@@ -274,15 +275,17 @@ def _weights_finite(model: nn.Module) -> bool:
 
 
 def _epoch_metrics(ctx: TrialContext, epoch: int, losses: dict[str, float] | None, val: float,
-                   state: TrainState, seconds: float) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"phase": "train", "epoch": epoch, "trial_id": ctx.cfg.trial_id}
+                   state: TrainState, seconds: float) -> EpochReport:
+    """The per-epoch report (``biohash.contract.EpochReport``; per-layer ``align/*``
+    angles of bio models come on top, named by layer)."""
+    metrics: dict[str, Any] = {PHASE: TRAIN, "epoch": epoch, "trial_id": ctx.cfg.trial_id}
     losses = dict(losses or {"loss": math.nan})
     steps = losses.pop("steps", None)
     for name, value in losses.items():
         metrics[f"train/{name}"] = value
     if steps is not None:
         metrics["train/steps"] = int(steps)
-    metrics.update({"val_mAP": val, "best_val_mAP": max(state.best_val, 0.0),
+    metrics.update({TUNE_METRIC: val, "best_val_mAP": max(state.best_val, 0.0),
                     "time/epoch_s": seconds})
     if epoch == 1:
         # The p of DCH/WGLHH/HashNet's pair weights; recorded once per trial.
