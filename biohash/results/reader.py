@@ -4,9 +4,10 @@ Each sweep's per-trial Parquet files are read as one ``pyarrow.dataset``
 (local or ``s3://``). Opening a small Parquet file costs about a millisecond
 whatever its size, so a 10,000-trial sweep would take ~10 s per read; each
 table folder therefore keeps a *snapshot* (``storage.snapshot``): the rows
-of all files plus a manifest of a change token per file (its ETag on S3, a
-content sha256 elsewhere: ``storage.file_tokens``; size + mtime would miss a
-same-size rewrite within S3's 1-second mtimes). A read lists the folder,
+of all files plus a manifest of a change token per file (its ETag on S3, its
+inode/size/mtime/ctime on a local disk: ``storage.file_tokens``, which reads no
+file; size + mtime alone would miss a same-size rewrite within S3's 1-second
+mtimes). A read lists the folder,
 reuses the snapshot rows of unchanged files, reads only new or rewritten
 files and refreshes the snapshot. The per-trial files stay the
 source of truth; the snapshot is a cache that any reader may rebuild (delete

@@ -3,10 +3,13 @@
 ``sha256_file`` hashes a local file or a ``Location``; ``copy_hashed`` hashes
 while it copies (the data cache checks a download without reading it twice).
 ``file_tokens`` gives each file in a folder a token that changes whenever its
-content does: the object's ETag on S3 (one listing call per 1,000 files), a
-content sha256 elsewhere. A size + mtime pair is not enough: S3 reports
-1-second mtimes and kernels stamp files with a coarse clock, so a same-size
-rewrite within that tick would look unchanged.
+content does, without reading it: the object's ETag on S3 (one listing call
+per 1,000 files); on a local disk the inode, size, mtime and ctime from one
+``stat`` (every biohash write replaces a file by renaming a new one over it,
+which gives a new inode and ctime even when size and mtime match); a content
+sha256 only on other object stores. A size + mtime pair alone is not enough:
+S3 reports 1-second mtimes and kernels stamp files with a coarse clock, so a
+same-size rewrite within that tick would look unchanged.
 """
 from __future__ import annotations
 
@@ -67,6 +70,11 @@ def _s3_etags(folder: Location, names: set[str]) -> dict[str, str] | None:
     return out
 
 
+def _stat_token(path: str) -> str:
+    st = os.stat(path)
+    return f"stat:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
 def file_tokens(folder: Location, names: Iterable[str]) -> dict[str, str]:
     """``{name: token}`` for the files ``names`` directly in ``folder``; the token
     changes whenever the file's content does (see the module doc)."""
@@ -77,5 +85,5 @@ def file_tokens(folder: Location, names: Iterable[str]) -> dict[str, str]:
             return tokens
     if is_local(folder.fs):
         base = local_path(folder.fs, folder.path)
-        return {n: "sha256:" + sha256_file(os.path.join(base, n)) for n in wanted}
+        return {n: _stat_token(os.path.join(base, n)) for n in wanted}
     return {n: "sha256:" + sha256_file(folder.join(n)) for n in wanted}
