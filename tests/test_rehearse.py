@@ -15,7 +15,7 @@ import yaml
 
 from biohash.cli import main
 from biohash.cluster.config import load_cluster_file
-from biohash.cluster.fake import FAKE_HEAD_TYPE, fake_autoscaling_config
+from biohash.cluster.fake import FAKE_HEAD_TYPE, FAKE_PROVIDER, fake_autoscaling_config
 from biohash.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,8 @@ def test_fake_config_keeps_the_node_types_and_drops_the_cloud(cluster):
     assert fake["upscaling_speed"] == config["upscaling_speed"]
     assert fake["max_workers"] == config["max_workers"]
     assert fake["idle_timeout_minutes"] == 0.5 < config["idle_timeout_minutes"]
-    assert fake["provider"] == {"type": "fake_multinode", "use_node_id_as_ip": True,
+    assert fake["provider"] == {"type": "external", "module": FAKE_PROVIDER,
+                                "use_node_id_as_ip": True,
                                 "disable_node_updaters": True, "disable_launch_config_check": True,
                                 "gcs_address": "127.0.0.1:1234"}
     text = json.dumps(fake)
@@ -67,6 +68,17 @@ def test_fake_config_passes_rays_schema_and_validation(cluster, tmp_path):
     path.write_text(json.dumps(_fake(source, config)))
     load_cluster_file(path)
     validate_config(copy.deepcopy(_fake(source, config)))
+
+
+def test_rays_provider_loader_finds_the_reclaimable_fake_provider():
+    """Ray's monitor resolves ``provider.module`` with this same loader."""
+    from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+    from ray.autoscaler._private.providers import _get_node_provider_cls
+
+    from biohash.cluster.fake_provider import ReclaimableFakeProvider
+
+    cls = _get_node_provider_cls({"type": "external", "module": FAKE_PROVIDER})
+    assert cls is ReclaimableFakeProvider and issubclass(cls, FakeMultiNodeProvider)
 
 
 def test_machine_limits_lower_bounds_and_pick_types(cluster):
@@ -252,6 +264,11 @@ def test_rehearsal_of_cluster_yaml_on_the_demo_space(tmp_path):
     # Spot losses: two workers killed while trials waited, each replaced by the autoscaler;
     # the trials they ran failed once and continued (from their checkpoint, if any).
     assert len(report["losses"]) == 2 and all(x["replaced_by"] for x in report["losses"])
+    replacements = [x["replaced_by"] for x in report["losses"]]
+    assert len(set(replacements)) == 2, report["losses"]  # each loss its own new worker
+    # the provider drops a worker whose raylet died (as a cloud drops a reclaimed spot
+    # instance), so the autoscaler starts a replacement within seconds, not after idling out
+    assert all(x["replaced_after_s"] < 60 for x in report["losses"]), report["losses"]
     assert res["restarted"] and sum(res["failures"].values()) >= 2, res
     assert report["scale_to_zero_s"] is not None
     assert "| time to first worker |" in out

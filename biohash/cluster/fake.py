@@ -1,7 +1,9 @@
 """A cluster file's autoscaler, run on this machine: Ray's fake multi-node provider.
 
 :func:`fake_autoscaling_config` derives, from a ``cluster.yaml``, the config
-that Ray's real autoscaler runs with ``provider.type: fake_multinode``: the
+that Ray's real autoscaler runs with Ray's fake multi-node provider (through
+``provider.type: external``: :mod:`biohash.cluster.fake_provider`, which
+drops a worker whose raylet died, as a cloud drops a reclaimed instance): the
 same node types (``resources``, ``min_workers`` / ``max_workers``), the same
 cluster-wide ``max_workers`` and ``upscaling_speed``, a shortened idle
 timeout, and nothing cloud-specific (``node_config``, ``auth``, ``docker``,
@@ -42,6 +44,10 @@ from biohash.utils import free_port
 __all__ = ["FAKE_HEAD_TYPE", "fake_autoscaling_config", "FakeCluster",
            "session_pids", "kill_pids"]
 
+#: Ray's fake multi-node provider, made to drop a worker whose raylet died (as a cloud drops a
+#: reclaimed instance); see ``biohash.cluster.fake_provider``. Named, not imported: Ray's
+#: monitor loads it, and this module stays free of Ray imports.
+FAKE_PROVIDER = "biohash.cluster.fake_provider.ReclaimableFakeProvider"
 #: The node type Ray's fake provider gives its head node.
 FAKE_HEAD_TYPE = "ray.head.default"
 #: Per-type keys the autoscaler needs; the rest (node_config, docker, commands) is cloud-only.
@@ -92,7 +98,7 @@ def fake_autoscaling_config(config: Mapping[str, Any], source: str, *, gcs_addre
         "max_workers": min(total, total if max_workers is None else max_workers),
         "upscaling_speed": config.get("upscaling_speed", 1.0),
         "idle_timeout_minutes": idle_timeout_minutes,
-        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True,
+        "provider": {"type": "external", "module": FAKE_PROVIDER, "use_node_id_as_ip": True,
                      "disable_node_updaters": True, "disable_launch_config_check": True,
                      "gcs_address": gcs_address},
         "auth": {}, "docker": {},

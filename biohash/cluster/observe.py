@@ -96,10 +96,15 @@ class Observer:
         self._note_replacements(now)
 
     def _note_replacements(self, now: float) -> None:
+        # A replacement is a worker first seen after the loss that replaces no earlier loss
+        # (two losses close together must not both claim the first new worker).
+        claimed = {loss.replaced_by for loss in self.losses}
         for loss in self.losses:
             if loss.replaced_by is None:
-                new = [n for n, t in self.seen_workers.items() if t > loss.at_s and n in self.alive]
+                new = [n for n, t in self.seen_workers.items()
+                       if t > loss.at_s and n in self.alive and n not in claimed]
                 if new:
+                    claimed.add(new[0])
                     loss.replaced_by = new[0]
                     loss.replaced_after_s = round(self.seen_workers[new[0]] - loss.at_s, 1)
 

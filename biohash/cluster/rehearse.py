@@ -365,8 +365,12 @@ def rehearse(opts: RehearsalOptions) -> dict[str, Any]:
     work = Path(opts.workdir or tempfile.mkdtemp(prefix="biohash-rehearsal-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     ray_tmp = Path(tempfile.mkdtemp(prefix="bhr", dir="/tmp"))  # short: unix socket paths
+    # Every fake node's CPUs are this machine's few cores: a trial's torch takes one thread
+    # (Ray would give it one per CPU of its bundle, and four trials x two spinning OpenMP
+    # threads on two cores were seen to make a 0.4 s DIGITS epoch take 13 s).
     env = _env({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "true"})
+                "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "true",
+                "OMP_NUM_THREADS": "1"})
     port, mlflow_port = free_port(), free_port()
     gcs = f"127.0.0.1:{port}"
     fake = fake_autoscaling_config(config, opts.cluster_file, gcs_address=gcs,
