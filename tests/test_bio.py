@@ -97,8 +97,31 @@ def test_linear_input_grad_is_delta_B_and_weight_grads_exact(mode, shape):
         assert not torch.allclose(B, layer.weight)
 
 
+@pytest.mark.parametrize("shape", [(4096, 25088), (4096, 4096), (1000, 4096), (300, 1030),
+                                   (7, 100_000), (100_000, 7), (64, 64)])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_weight_blocks_cover_the_weight_once_within_the_limits(shape, device):
+    """Only ``device.type`` is read, so the GPU layout is checked on any machine."""
+    parts = weight_chunks(torch.Size(shape), torch.device(device))
+    seen = torch.zeros(shape, dtype=torch.int32)
+    for part in parts:
+        seen[part] += 1
+    assert bool((seen == 1).all())
+    if len(parts) == 1:
+        assert shape[0] * shape[1] <= rules.CHUNK_ELEMS_CPU or device == "cuda"
+        return
+    sizes = [seen[part].shape for part in parts]
+    if device == "cpu":  # tiles: cache-sized, rows read in runs of up to TILE_COLS_CPU floats
+        assert all(r * c <= max(rules.CHUNK_ELEMS_CPU, c) and c <= rules.TILE_COLS_CPU
+                   for r, c in sizes)
+        offsets = [rules.part_offset(p, shape[1]) for p in parts]
+        assert len(set(offsets)) == len(parts)  # one seed per tile
+    else:  # full-height column blocks
+        assert all(r == shape[0] for r, _ in sizes)
+
+
 @pytest.mark.parametrize("mode", ["fa", "usf", "frsf", "brsf"])
-def test_large_linear_uses_column_blocks_and_stays_exact(mode, monkeypatch):
+def test_large_linear_uses_blocks_and_stays_exact(mode, monkeypatch):
     monkeypatch.setattr(rules, "CHUNK_ELEMS_CPU", 1 << 18)  # the test stays small
     layer = BioLinear(1030, 512, mode=mode, seed=1)  # 1030: a ragged last block
     assert len(weight_chunks(layer.weight.shape, layer.weight.device)) > 1
@@ -231,30 +254,32 @@ def test_brsf_redraws_every_forward_and_frsf_does_not():
 def _byte_level_B(layer) -> torch.Tensor:
     """brsf's B of the latest draw, from its definition, in one unblocked draw per chunk.
 
-    Per column chunk: a CPU generator seeded ``step_seed(draw seed, first
-    column)``, full-range int64 draws read as little-endian bytes k, and
+    Per block (a CPU tile of a Linear): a CPU generator seeded ``step_seed(draw
+    seed, flat index of the block's first element)``, full-range int64 draws read
+    as little-endian bytes k, and
     B = (k + 0.5) * sqrt(3) * std / 256 with the sign of W.
     """
     w = layer.weight.detach()
     seed = step_seed(layer.feedback_seed, layer._draws)
-    blocks = []
+    b = torch.empty_like(w, dtype=torch.float64)
     parts = weight_chunks(w.shape, w.device)
     assert isinstance(layer, BioConv2d) or len(parts) > 1
     for part in parts:
         wp = w[part]
-        gen = torch.Generator().manual_seed(step_seed(seed, part[1].start or 0))
+        offset = (part[0].start or 0) * w.shape[-1] + (part[1].start or 0)  # flat index
+        gen = torch.Generator().manual_seed(step_seed(seed, offset))
         bits = torch.empty((wp.numel() + 7) // 8, dtype=torch.int64)
         bits.random_(-(2**63), None, generator=gen)
         k = bits.view(torch.uint8)[:wp.numel()].view(wp.shape).double()
-        blocks.append(((k + 0.5) * math.sqrt(3) * layer.feedback_std / 256).copysign(wp))
-    return torch.cat(blocks, dim=1).float()
+        b[part] = ((k + 0.5) * math.sqrt(3) * layer.feedback_std / 256).copysign(wp)
+    return b.float()
 
 
 @pytest.mark.parametrize("layer,block", [
     (lambda: BioConv2d(63, 44, 3, mode="brsf", seed=3), 4096),  # 8-row blocks, ragged last
     (lambda: BioConv2d(64, 44, 3, mode="brsf", seed=3), None),  # one block
     (lambda: BioConv2d(3, 5, 3, mode="brsf", seed=3), 64),  # fewer rows than one block
-    (lambda: BioLinear(1030, 300, mode="brsf", seed=1), None),  # column chunks, ragged last
+    (lambda: BioLinear(1030, 300, mode="brsf", seed=1), None),  # tiles, ragged last
     (lambda: BioLinear(1030, 300, mode="brsf", seed=1), 2048),  # ... each in row blocks
 ], ids=["conv-blocks", "conv-one-block", "conv-small", "linear-chunks", "linear-blocks"])
 def test_brsf_blocked_draw_is_the_byte_level_draw_of_its_seed(layer, block, monkeypatch):

@@ -104,18 +104,22 @@ def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Te
     if len(chunks) == 1:
         t, scale = fb.factors(weight)  # B = scale * T
         return _scaled(g.matmul(t.to(g.dtype)), scale)  # (..., in)
-    # Column blocks of B (one lives at a time, in cache), each product writing
-    # its own columns of the input gradient; accumulated in >= float32.
+    # Blocks of B (one lives at a time, in cache), column block by column block:
+    # the first row block of each writes its columns of the input gradient, the
+    # others add to them; accumulated in >= float32.
     acc = torch.promote_types(g.dtype, torch.float32)
     g2 = g.reshape(-1, g.shape[-1]).to(acc)  # (N*, out)
     gx = g2.new_empty(g2.shape[0], weight.shape[1])  # (N*, in)
-    width = chunks[0][1].stop - chunks[0][1].start
-    scratch = weight.new_empty(weight.shape[0], width)
+    first = weight[chunks[0]]
+    scratch = weight.new_empty(first.shape)
     scale = 1.0
-    for part in chunks:
-        cols = part[1]
-        t, scale = fb.factors(weight, part, out=scratch[:, :cols.stop - cols.start])  # (out, n)
-        torch.mm(g2, t.to(acc), out=gx[:, cols])
+    for rows, cols in chunks:
+        n_rows, n_cols = len(range(*rows.indices(weight.shape[0]))), cols.stop - cols.start
+        t, scale = fb.factors(weight, (rows, cols), out=scratch[:n_rows, :n_cols])  # B = scale T
+        if not rows.start:
+            torch.mm(g2[:, rows], t.to(acc), out=gx[:, cols])
+        else:
+            gx[:, cols].addmm_(g2[:, rows], t.to(acc))
     return _scaled(gx, scale).view(*g.shape[:-1], weight.shape[1])
 
 

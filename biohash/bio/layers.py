@@ -138,8 +138,12 @@ class BioLayer:
         if self._rule.direct:
             return fb.buffer.clone()
         chunks = weight_chunks(self.weight.shape, self.weight.device)
-        parts = [fb.matrix(self.weight, part) for part in chunks]
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0].clone()
+        if len(chunks) == 1:
+            return fb.matrix(self.weight).clone()
+        b = torch.empty_like(self.weight)
+        for part in chunks:
+            b[part] = fb.matrix(self.weight, part)
+        return b
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"mode": self.mode, "init": self.init, "seed": self.feedback_seed,
