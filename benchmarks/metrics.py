@@ -224,8 +224,8 @@ def _single_thread():
 def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
     """Median per-query ms of each stage of the full-list path on one thread.
 
-    Stages: the two GEMMs; ``rank_chunk`` (GEMMs, key packing, sort, run
-    repair); ``np.sort`` alone of the same packed words (shuffled back);
+    Stages: the two GEMMs; ``rank_rows`` (GEMMs, then per row key packing,
+    sort, run repair); ``np.sort`` alone of the same packed words (shuffled back);
     ``_chunk_full`` (all that plus relevance and the AP passes); the limit.
     """
     from biohash.metrics import _ranking, retrieval
@@ -239,11 +239,13 @@ def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
         fixed = np.array([p.n_db, *sorted(set(KS) | set(PRECISION_KS))], dtype=np.int64)
         ranks = np.arange(1.0, p.n_db + 1.0)
         rng = np.random.default_rng(3)
-        shuffled = rng.permuted(_ranking.rank_chunk(p, ws, 0, rows), axis=1)
+        words = np.stack([w.copy() for w in _ranking.rank_rows(p, ws, 0, rows)])
+        shuffled = rng.permuted(words, axis=1)
         keys = rng.integers(0, 2**62, size=(rows, pb.n_db))
         stages: dict[str, Callable[[], object]] = {
             "GEMMs (f64 distance, f32 Hamming)": lambda: _ranking._chunk_gemms(p, ws, 0, rows),
-            "rank_chunk (GEMMs, pack, sort, repair)": lambda: _ranking.rank_chunk(p, ws, 0, rows),
+            "rank_rows (GEMMs, pack, sort, repair)": lambda: [
+                None for _ in _ranking.rank_rows(p, ws, 0, rows)],
             "np.sort of the packed words alone": lambda: shuffled.copy().sort(axis=1),
             "_chunk_full (all of (b) per chunk)": lambda: retrieval._chunk_full(
                 p, ws, 0, rows, fixed, RADII, ranks),

@@ -295,7 +295,7 @@ def test_top_k_and_radius_never_sort_the_whole_database(monkeypatch) -> None:
             prefix_sizes.append(len(words))
             yield words, counts
 
-    monkeypatch.setattr(retrieval, "rank_chunk", no_full_sort)
+    monkeypatch.setattr(retrieval, "rank_rows", no_full_sort)
     monkeypatch.setattr(retrieval, "rank_prefix", spy)
     got = evaluate_retrieval(*data, ks=(5, 50), radii=(0, 2), precision_ks=(10,), full_map=False)
     assert got == want

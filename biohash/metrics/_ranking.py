@@ -20,7 +20,7 @@ Here a chunk of queries is ranked at once:
 
 Two ways to use this:
 
-* :func:`rank_chunk` sorts every query's whole database (needed for the
+* :func:`rank_rows` sorts every query's whole database (needed for the
   full-list mAP);
 * :func:`rank_prefix` ranks only the shortest prefix of each ranking that
   the top-k and Hamming-radius cutoffs need. Hamming dominates the key
@@ -29,12 +29,16 @@ Two ways to use this:
   ranking. Counting the integer 2·hamming values (at most 2·nbits + 1 of
   them) finds the smallest such t holding the top k in O(N); only those
   items get keys, relevance and a sort. Keys, words and the run repair are
-  the same as :func:`rank_chunk`'s, and a repaired run never crosses a
+  the same as :func:`rank_rows`'s, and a repaired run never crosses a
   hamming boundary (keys there are >= 1 apart), so the prefix is exactly
   the first items of the full ranking.
 
 All large arrays live in a reusable per-chunk workspace: fresh 30 MB arrays
-per chunk would cost more in page faults than the arithmetic.
+per chunk would cost more in page faults than the arithmetic. Only the GEMMs
+run on the whole chunk; everything after them (key sum, relevance, packing,
+sort, repair) runs one query row at a time, so a row's words (8 bytes per
+database item: 800 KB at 100,000 items) stay in the core's cache through
+all of its passes instead of streaming each chunk-sized pass through memory.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Prepared", "prepare", "Packing", "Workspace", "rank_chunk", "rank_prefix",
+__all__ = ["Prepared", "prepare", "Packing", "Workspace", "rank_rows", "rank_prefix",
            "radius_key"]
 
 _MAGIC = 2.0**52
@@ -141,17 +145,16 @@ class Prepared:
     q_ham: np.ndarray      # (Q, nbits + 1) float32; scale·10·hamming = q_ham @ u_ham.T exactly
     u_ham: np.ndarray      # (U, nbits + 1) float32
     inverse: np.ndarray | None  # (N,) database row -> unique row; None if all unique
-    q_labels: np.ndarray   # (Q, L) float32 0/1
-    d_labels: np.ndarray   # (N, L) float32 0/1
     q_label_bits: np.ndarray  # (Q, W) uint64 labels packed 64 to a word
     d_label_bits: np.ndarray  # (N, W) uint64
     q_class: np.ndarray | None  # (Q,) the label of one-hot rows; None unless all are one-hot
     d_class: np.ndarray | None  # (N,)
     packing: Packing
+    offsets: np.ndarray    # (N,) uint64 Packing.offsets of every database index
 
     @property
     def n_db(self) -> int:
-        return len(self.d_labels)
+        return len(self.d_label_bits)
 
     @property
     def n_unique(self) -> int:
@@ -179,6 +182,8 @@ def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if not np.array_equal(x[first][inverse], x):
         rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.itemsize * x.shape[1])))
         _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+        if len(first) == len(x):  # only colliding hashes (e.g. rows x and -x), no duplicate
+            return np.arange(len(x)), None
         inverse = inverse.ravel()
     return first, inverse.astype(np.intp)
 
@@ -234,9 +239,9 @@ def prepare(q_norm: np.ndarray, d_norm: np.ndarray, q_labels: np.ndarray,
         q_gemm=pk.scale * np.hstack([-2.0 * q_norm, q_sq, np.ones_like(q_sq)]),
         u_gemm=np.hstack([u_norm, np.ones_like(u_sq), u_sq]),
         q_ham=q_ham, u_ham=u_ham, inverse=inverse,
-        q_labels=q_labels.astype(np.float32), d_labels=d_labels.astype(np.float32),
         q_label_bits=_pack_labels(q_labels), d_label_bits=_pack_labels(d_labels),
         q_class=q_class, d_class=d_class, packing=pk,
+        offsets=pk.offsets(np.arange(len(d_norm))),
     )
 
 
@@ -249,9 +254,10 @@ def _h2_dtype(nbits: int) -> type:
 class Workspace:
     """Reusable buffers for up to ``rows`` queries.
 
-    ``full``: buffers for :func:`rank_chunk` (keys, label scores and
-    relevance of every pair); otherwise for :func:`rank_prefix` (2·hamming
-    of every pair; keys and relevance only for the prefix, per query).
+    ``full``: buffers for :func:`rank_rows` (the GEMMs of every pair; one
+    row of keys, relevance and label words); otherwise for
+    :func:`rank_prefix` (2·hamming of every pair; keys and relevance only
+    for the prefix, per query).
     """
 
     rows: int
@@ -261,18 +267,18 @@ class Workspace:
     full: bool = True
     dist: np.ndarray = field(init=False)   # (rows, U) float64 scaled keys on unique rows
     ham: np.ndarray = field(init=False)    # (rows, U) float32 scale·10·hamming
-    key: np.ndarray = field(init=False)    # full: (rows, N) float64 (aliases dist if U == N)
-    score: np.ndarray = field(init=False)  # full: (rows, N) float32 label overlaps
-    rel: np.ndarray = field(init=False)    # full: (rows, N) bool
+    key: np.ndarray = field(init=False)    # full: (N,) float64 one row's keys (with duplicates)
+    rel: np.ndarray = field(init=False)    # full: (N,) bool one row's relevance
+    bits: np.ndarray = field(init=False)   # full: (N,) uint64 one row's shared label bits
     h2u: np.ndarray = field(init=False)    # prefix: (rows, U) uint8/16 2·hamming
     h2: np.ndarray = field(init=False)     # prefix: (rows, N) (aliases h2u if U == N)
 
     @staticmethod
     def bytes_per_pair(full: bool) -> int:
-        """Upper bound of the workspace bytes per query-item pair."""
-        # full: dist 8 + ham 4 + key/words 8 (only with duplicates) + score 4 + rel 1;
+        """Upper bound of the workspace bytes per query-item pair (chunk-sized buffers)."""
+        # full: dist 8 + ham 4 (per-row buffers: 17 bytes per item, once);
         # prefix: dist 8 + ham 4 + 2·hamming 2 (+ 2 with duplicates)
-        return 25 if full else 16
+        return 12 if full else 16
 
     def __post_init__(self) -> None:
         r, n, u = self.rows, self.n_db, self.n_unique
@@ -280,12 +286,12 @@ class Workspace:
         self.ham = np.empty((r, u), dtype=np.float32)
         empty = np.empty((0, 0))
         if self.full:
-            self.key = self.dist if u == n else np.empty((r, n))
-            self.score = np.empty((r, n), dtype=np.float32)
-            self.rel = np.empty((r, n), dtype=bool)
+            self.key = np.empty(n) if u != n else empty
+            self.rel = np.empty(n, dtype=bool)
+            self.bits = np.empty(n, dtype=np.uint64)
             self.h2u = self.h2 = empty
         else:
-            self.key = self.score = self.rel = empty
+            self.key = self.rel = self.bits = empty
             self.h2u = np.empty((r, u), dtype=_h2_dtype(self.nbits))
             self.h2 = self.h2u if u == n else np.empty((r, n), dtype=self.h2u.dtype)
 
@@ -338,26 +344,38 @@ def _chunk_gemms(p: Prepared, ws: Workspace, start: int,
     return dist, ham
 
 
-def rank_chunk(p: Prepared, ws: Workspace, start: int, stop: int) -> np.ndarray:
-    """Sorted words (n, N) for queries ``start:stop`` (a view into ``ws``)."""
-    n = stop - start
-    key, rel = ws.key[:n], ws.rel[:n]
+def _relevance(p: Prepared, query: int, items: np.ndarray | None, out: np.ndarray | None = None,
+               bits: np.ndarray | None = None) -> np.ndarray:
+    """Relevance (shared label) of database ``items`` (all if None) to one query.
+
+    One-hot data compares two integers; multi-label data ANDs the packed
+    label words (``bits``: an optional uint64 scratch of the result's size).
+    """
+    if p.d_class is not None:
+        d_class = p.d_class if items is None else p.d_class[items]
+        return np.equal(d_class, p.q_class[query], out=out)
+    d_bits = p.d_label_bits if items is None else p.d_label_bits[items]  # (c, W)
+    q_bits = p.q_label_bits[query]
+    if d_bits.shape[1] == 1:  # <= 64 labels: one word each
+        shared = np.bitwise_and(d_bits[:, 0], q_bits[0], out=bits)
+        return np.not_equal(shared, 0, out=out)
+    return np.not_equal(d_bits & q_bits, 0).any(axis=1, out=out)
+
+
+def rank_rows(p: Prepared, ws: Workspace, start: int, stop: int) -> Iterator[np.ndarray]:
+    """Per query of ``start:stop``: its sorted words (N,), a view into ``ws``
+    valid until the next row is asked for."""
     dist, ham = _chunk_gemms(p, ws, start, stop)
-    dist += ham                                              # scale·(dist + 10·hamming)
-    if p.inverse is not None:
-        np.take(dist, p.inverse, axis=1, out=key)
-    if p.d_class is not None:                                # one-hot: same label
-        np.equal(p.q_class[start:stop, None], p.d_class, out=rel)
-    else:
-        score = ws.score[:n]
-        np.matmul(p.q_labels[start:stop], p.d_labels.T, out=score)
-        np.greater(score, 0.0, out=rel)
-    words = p.packing.words_inplace(key, p.packing.offsets(np.arange(p.n_db)), rel)
-    words.sort(axis=1)
-    # Row by row: small temporaries are recycled by the allocator.
-    for r, row in enumerate(words):
-        _repair_row(p, start + r, row)
-    return words
+    for r in range(stop - start):
+        key = dist[r]
+        key += ham[r]                                        # scale·(dist + 10·hamming)
+        if p.inverse is not None:
+            key = np.take(key, p.inverse, out=ws.key)
+        rel = _relevance(p, start + r, None, out=ws.rel, bits=ws.bits)
+        words = p.packing.words_inplace(key, p.offsets, rel)
+        words.sort()
+        _repair_row(p, start + r, words)
+        yield words
 
 
 def rank_prefix(p: Prepared, ws: Workspace, start: int, stop: int, *,
@@ -366,7 +384,7 @@ def rank_prefix(p: Prepared, ws: Workspace, start: int, stop: int, *,
 
     The prefix is every item with ``2·hamming <= t`` for the smallest ``t >=
     radius2`` that holds at least ``depth`` items (``depth <= N``); its words
-    equal the first words of :func:`rank_chunk`'s row. ``counts[t]`` = number
+    equal the first words of :func:`rank_rows`'s row. ``counts[t]`` = number
     of items with ``2·hamming <= t`` (t = 0 .. 2·nbits): the length of the
     ranking prefix within Hamming radius t/2.
     """
@@ -384,14 +402,9 @@ def rank_prefix(p: Prepared, ws: Workspace, start: int, stop: int, *,
         t = min(max(int(np.searchsorted(counts, depth)), radius2), n_values - 1)
         items = np.flatnonzero(h2[r] <= t)                  # ascending database index
         rows = items if p.inverse is None else p.inverse[items]
-        key = dist[r, rows]                                 # same float ops as rank_chunk
+        key = dist[r, rows]                                 # same float ops as rank_rows
         key += ham[r, rows]
-        if p.d_class is not None:
-            rel = p.d_class[items] == p.q_class[start + r]
-        elif p.d_label_bits.shape[1] == 1:                  # <= 64 labels: one word each
-            rel = np.bitwise_and(p.d_label_bits[:, 0][items], p.q_label_bits[start + r, 0]) != 0
-        else:
-            rel = (p.d_label_bits[items] & p.q_label_bits[start + r]).any(axis=1)  # (c, W)
+        rel = _relevance(p, start + r, items)
         words = p.packing.words_inplace(key, p.packing.offsets(items), rel)
         words.sort()
         _repair_row(p, start + r, words)

@@ -53,8 +53,8 @@ from typing import Sequence
 import numpy as np
 
 from biohash.errors import ConfigError, DataError
-from biohash.metrics._ranking import (Prepared, Workspace, prepare, radius_key, rank_chunk,
-                                      rank_prefix)
+from biohash.metrics._ranking import (Prepared, Workspace, prepare, radius_key, rank_prefix,
+                                      rank_rows)
 
 __all__ = ["retrieval_map", "evaluate_retrieval", "metric_name", "headline_key",
            "normalize_features", "hash_codes", "KS", "RADII", "PRECISION_KS", "REPORTED_METRICS"]
@@ -183,16 +183,14 @@ def _chunk_full(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.nda
     ranking, since 10·hamming dominates the key) are found per query by
     searching the sorted words.
     """
-    words = rank_chunk(p, ws, start, stop)
-    rel = p.packing.relevance(words)
     thresholds = [p.packing.threshold(radius_key(h)) for h in radii]
-    ap = np.zeros((len(words), len(fixed) + len(radii)))
+    ap = np.zeros((stop - start, len(fixed) + len(radii)))
     n_rel = np.zeros(ap.shape, dtype=np.int64)
     lengths = np.empty(ap.shape[1], dtype=np.int64)
     lengths[:len(fixed)] = fixed
-    for r, row in enumerate(words):
+    for r, row in enumerate(rank_rows(p, ws, start, stop)):
         lengths[len(fixed):] = np.searchsorted(row, thresholds)
-        _row_ap(rel[r], lengths, ranks, ap[r], n_rel[r])
+        _row_ap(p.packing.relevance(row), lengths, ranks, ap[r], n_rel[r])
     return ap, n_rel
 
 
