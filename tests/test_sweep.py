@@ -15,7 +15,7 @@ import pytest
 
 from biohash.config import TrialConfig
 from biohash.errors import BiohashError, ConfigError, SweepError
-from biohash.orchestrator import SweepOptions, run_sweep, sweep_status
+from biohash.orchestrator import SweepOptions, resume_sweep, run_sweep, sweep_status
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,8 @@ def _options(tmp_path, space, name, digits_root, **kw) -> SweepOptions:
                         data_root=str(digits_root), mlflow_uri="", num_cpus=2, verbose=0, **kw)
 
 
-def test_sweep_runs_to_completion_one_result_per_trial(tmp_path, digits_root, ray_local):
+def test_sweep_runs_to_completion_one_result_per_trial(tmp_path, digits_root, ray_local,
+                                                        monkeypatch):
     summary = run_sweep(_options(tmp_path, _space(tmp_path), "s1", digits_root))
     assert summary.n_trials == 2 and summary.counts == {"done": 2} and not summary.errors
     rows = _rows(tmp_path / "sweeps", "s1")
@@ -60,6 +61,16 @@ def test_sweep_runs_to_completion_one_result_per_trial(tmp_path, digits_root, ra
         {"done": 2, "running": 0, "pending": 0, "failed": 0, "stopped": 0}
     with pytest.raises(SweepError, match="already exists"):
         run_sweep(_options(tmp_path, _space(tmp_path), "s1", digits_root))
+    # Resuming a sweep whose every trial is done says so from storage, without a cluster.
+    import biohash.orchestrator.sweep as sweep_mod
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a done sweep needs no cluster to resume")
+
+    monkeypatch.setattr(sweep_mod, "_init_ray", no_cluster)
+    again = resume_sweep("s1", storage=str(tmp_path / "sweeps"))
+    assert again.counts == {"done": 2} and again.resume is None and not again.errors
+    assert _rows(tmp_path / "sweeps", "s1") == rows  # nothing ran again
 
 
 def test_asha_stops_weak_trials_and_every_trial_is_recorded(tmp_path, digits_root, ray_local):

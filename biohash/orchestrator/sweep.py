@@ -532,6 +532,11 @@ def resume_sweep(name: str, *, storage: str | None = None, address: str | None =
         return _restart(info, loc, root, address=address, num_cpus=num_cpus,
                         data_root=data_root, cluster_config=cluster_config)
     info = info or {}
+    n_trials = int(info.get("n_trials") or 0)
+    if _all_done(loc, n_trials):
+        # Nothing to run: no cluster is started (and none is needed) to say so.
+        log.info("sweep %s: all %d trials are done; nothing to resume", name, n_trials)
+        return _summary(None, name, root, n_trials, None, address)
     overrides = {"storage": root.uri}
     if data_root is not None:
         overrides["data_root"] = _data_root(data_root)
@@ -550,7 +555,18 @@ def resume_sweep(name: str, *, storage: str | None = None, address: str | None =
                                    resume_errored=not restart_errored,
                                    restart_errored=restart_errored, storage_filesystem=loc.fs)
         grid = _fit(tuner, stop)
-        return _summary(grid, name, root, int(info.get("n_trials") or 0), stop.reason, address)
+        return _summary(grid, name, root, n_trials, stop.reason, address)
+
+
+def _all_done(loc, n_trials: int) -> bool:
+    """Whether storage shows every one of the sweep's ``n_trials`` planned trials done
+    (a final record each; failed, stopped or unfinished ones leave work to resume)."""
+    from biohash.storage.summary import DONE, summarize_sweep
+
+    if n_trials <= 0:
+        return False
+    counts = summarize_sweep(loc).counts
+    return counts[DONE] == n_trials == sum(counts.values())
 
 
 def sweep_status(name: str, *, storage: str | None = None) -> dict[str, Any]:
