@@ -95,7 +95,7 @@ def _space(tmp_path: Path) -> Path:
     path.write_text(textwrap.dedent(f"""\
         description: tiny DIGITS grid on two nodes
         fixed: {{exp: mn, db: DIGITS, arch: bio-cnn-small, loss: DPSH, nbits: 16, bs: 64,
-                ep: 10, pt: 20, lr: 1.0e-3, wd: 0.0, weights: none, val_size: 200}}
+                ep: 6, pt: 20, lr: 1.0e-3, wd: 0.0, weights: none, val_size: 200}}
         grid: {{mode: [{", ".join(MODES)}]}}
         """))
     return path
@@ -179,8 +179,8 @@ def _kill_worker_mid_trial(cluster, worker, sweep_dir: Path, proc, log: Path) ->
         done = set(_parquet_rows(sweep_dir))
         for tid, rows in _results(sweep_dir).items():
             if tid not in done and rows and rows[-1].get("node_ip") == worker.ip \
-                    and 1 <= rows[-1].get("epoch", 0) <= 7 and not rows[-1].get("done"):
-                # epoch <= 7 of 10: the trial is surely still running when its node dies
+                    and 1 <= rows[-1].get("epoch", 0) <= 3 and not rows[-1].get("done"):
+                # epoch <= 3 of 6: the trial is surely still running when its node dies
                 cluster.kill_node(worker)
                 assert not worker.alive
                 return tid

@@ -242,9 +242,9 @@ def test_rehearsal_of_cluster_yaml_on_the_demo_space(tmp_path):
     work = tmp_path / "rehearsal"
     cmd = [sys.executable, "-m", "biohash.cli", "cluster", "rehearse", str(FILES["aws"]),
            "--space", "demo", "--node-types", "gpu_1x_a10g", "--max-workers", "2",
-           "--spot-losses", "2", "--idle-timeout", "20", "--epochs", "4",
+           "--spot-losses", "2", "--idle-timeout", "20", "--epochs", "3",
            "--workdir", str(work), "--timeout", "600"]
-    # Trials cut to 4 epochs: the mechanics (scale-up, shared GPUs, losses, resume, scale-down)
+    # Trials cut to 3 epochs: the mechanics (scale-up, shared GPUs, losses, resume, scale-down)
     # are the same and the test fits in the suite's budget. The timeout guards against a hang.
     rc, out, left = _run_rehearsal(cmd, work, budget_s=700)
     assert not left, f"the rehearsal left sessions {left} running"  # pass or fail, all stopped
