@@ -20,8 +20,10 @@ demo: $(STAMP)
 
 # MLflow servers started by tests skip MLflow's job runner (GenAI jobs, unused
 # here), which would spawn several more Python processes per server.
+# Two workers (pytest-xdist, work stealing): a serial run kept 2 cores ~40 % busy,
+# waiting on Ray, MLflow and server start-ups; every test starts what it needs itself.
 test: $(STAMP)
-	RAY_AUTH_MODE=disabled MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(PY) -m pytest -q --durations=25
+	RAY_AUTH_MODE=disabled MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(PY) -m pytest -q -n 2 --dist worksteal --durations=25
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
