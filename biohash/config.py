@@ -327,8 +327,8 @@ _CHECKED_MAX = 1 << 14
 
 
 def _checked(f: dataclasses.Field, value: Any) -> Any:
-    """``value`` coerced to field ``f``'s type and checked against its ``allowed`` (memoised
-    for hashable values; a value that fails is never cached, so it fails every time)."""
+    """``check_field`` without the registry, memoised for hashable values (a value that
+    fails is never cached, so it fails every time)."""
     key: tuple[str, type, Any] | None = (f.name, type(value), value)
     try:
         return _CHECKED[key]
@@ -336,8 +336,7 @@ def _checked(f: dataclasses.Field, value: Any) -> Any:
         pass
     except TypeError:  # unhashable (e.g. a list given for a scalar): checked, not cached
         key = None
-    typed = _coerce(f, value)
-    _check_allowed(f, typed)
+    typed = check_field(f.name, value, registry=False)
     if key is not None and len(_CHECKED) < _CHECKED_MAX:
         _CHECKED[key] = typed
     return typed

@@ -114,7 +114,7 @@ def _linear_input_grad(g: Tensor, weight: Tensor, x: Tensor, fb: Feedback) -> Te
     scratch = weight.new_empty(first.shape)
     scale = 1.0
     for rows, cols in chunks:
-        n_rows, n_cols = len(range(*rows.indices(weight.shape[0]))), cols.stop - cols.start
+        n_rows, n_cols = weight[rows, cols].shape
         t, scale = fb.factors(weight, (rows, cols), out=scratch[:n_rows, :n_cols])  # B = scale T
         if not rows.start:
             torch.mm(g2[:, rows], t.to(acc), out=gx[:, cols])

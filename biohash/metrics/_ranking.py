@@ -405,7 +405,7 @@ def rank_prefix(p: Prepared, ws: Workspace, start: int, stop: int, *,
         key = dist[r, rows]                                 # same float ops as rank_rows
         key += ham[r, rows]
         rel = _relevance(p, start + r, items)
-        words = p.packing.words_inplace(key, p.packing.offsets(items), rel)
+        words = p.packing.words_inplace(key, p.offsets[items], rel)
         words.sort()
         _repair_row(p, start + r, words)
         yield words, counts

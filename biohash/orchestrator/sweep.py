@@ -344,13 +344,14 @@ def _stored_counts(stored, n_trials: int) -> dict[str, int]:
 
 
 def _summary(result_grid, name: str, root, n_trials: int, interrupted: str | None = None,
-             address: str | None = None) -> SweepSummary:
+             address: str | None = None, stored=None) -> SweepSummary:
     """Counts from the result grid, or from storage when there is none (Ray lost);
-    trials whose final report is in storage but whose Parquet row is not are named."""
+    trials whose final report is in storage but whose Parquet row is not are named.
+    ``stored``: the sweep's ``summarize_sweep`` when the caller has just read it."""
     from biohash.storage.summary import summarize_sweep
 
     loc = sweep_dir(root, name)
-    stored = summarize_sweep(loc)
+    stored = stored if stored is not None else summarize_sweep(loc)
     errors = []
     if result_grid is None:
         counts = _stored_counts(stored, n_trials)
@@ -542,6 +543,7 @@ def resume_sweep(name: str, *, storage: str | None = None, address: str | None =
 
     from biohash.orchestrator.interrupt import interruptible
     from biohash.orchestrator.resources import check_satisfiable, trial_resources
+    from biohash.storage.summary import DONE, summarize_sweep
     from biohash.trainables import trial_trainable
 
     root = storage_location(default_storage() if storage is None else storage)
@@ -558,10 +560,12 @@ def resume_sweep(name: str, *, storage: str | None = None, address: str | None =
                         data_root=data_root, cluster_config=cluster_config)
     info = info or {}
     n_trials = int(info.get("n_trials") or 0)
-    if _all_done(loc, n_trials):
-        # Nothing to run: no cluster is started (and none is needed) to say so.
+    stored = summarize_sweep(loc)
+    if stored.planned and stored.state == DONE:
+        # Nothing to run (every planned trial has its final record, or was stopped by the
+        # scheduler): no cluster is started, and none is needed, to say so.
         log.info("sweep %s: all %d trials are done; nothing to resume", name, n_trials)
-        return _summary(None, name, root, n_trials, None, address)
+        return _summary(None, name, root, n_trials, None, address, stored=stored)
     overrides = {"storage": root.uri}
     if data_root is not None:
         overrides["data_root"] = _data_root(data_root)
@@ -581,17 +585,6 @@ def resume_sweep(name: str, *, storage: str | None = None, address: str | None =
                                    restart_errored=restart_errored, storage_filesystem=loc.fs)
         grid = _fit(tuner, stop)
         return _summary(grid, name, root, n_trials, stop.reason, address)
-
-
-def _all_done(loc, n_trials: int) -> bool:
-    """Whether storage shows every one of the sweep's ``n_trials`` planned trials done
-    (a final record each; failed, stopped or unfinished ones leave work to resume)."""
-    from biohash.storage.summary import DONE, summarize_sweep
-
-    if n_trials <= 0:
-        return False
-    counts = summarize_sweep(loc).counts
-    return counts[DONE] == n_trials == sum(counts.values())
 
 
 def sweep_status(name: str, *, storage: str | None = None) -> dict[str, Any]:
