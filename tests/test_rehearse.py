@@ -155,6 +155,22 @@ def test_trial_starts_reads_resume_points_from_tunes_result_json(tmp_path):
     assert trial_starts(tmp_path / "missing.json") == ([], [])
 
 
+def test_a_lost_worker_leaves_the_count_before_the_gcs_declares_it_dead():
+    """The GCS calls a killed worker alive for ~5 s; its replacement may come up sooner
+    (it did in CI): the peak must stay at what the provider ran, and the replacement is
+    the new worker, not the lost one."""
+    from biohash.cluster.observe import Observer
+
+    obs = Observer(t0=0.0, node_types={"a": "gpu", "b": "gpu", "c": "gpu"})
+    obs.see_workers(1.0, {"a", "b"})
+    obs.record_loss("a")
+    loss_at = obs.losses[0].at_s
+    obs.see_workers(loss_at + 1, {"a", "b", "c"})  # "a" not yet declared dead by the GCS
+    obs._note_replacements(loss_at + 1)
+    assert obs.peak == {"gpu": 2} and obs.alive == {"b", "c"}
+    assert obs.losses[0].replaced_by == "c"
+
+
 # ------------------------------------------------------- a trial placed on a fake GPU
 
 CPU_FALLBACK = """

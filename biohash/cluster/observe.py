@@ -68,15 +68,8 @@ class Observer:
 
         now = time.monotonic() - self.t0
         self._types()
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        self.alive = {n["NodeID"] for n in nodes if "node:__internal_head__" not in n["Resources"]}
-        for node in self.alive:
-            self.seen_workers.setdefault(node, now)
-            if self.first_worker_s is None:
-                self.first_worker_s = now
-        counts = Counter(self.node_types.get(n, "?") for n in self.alive)
-        for name, count in counts.items():
-            self.peak[name] = max(self.peak[name], count)
+        self.see_workers(now, {n["NodeID"] for n in ray.nodes() if n.get("Alive")
+                               and "node:__internal_head__" not in n["Resources"]})
         running: Counter = Counter()
         for actor in ray._private.state.state.actor_table(None).values():
             node = (actor.get("Address") or {}).get("NodeID")
@@ -94,6 +87,22 @@ class Observer:
                 if bundle.get("GPU"):
                     self.gpu_shares.add(float(bundle["GPU"]))
         self._note_replacements(now)
+
+    def see_workers(self, now: float, gcs_alive: set[str]) -> None:
+        """Take the GCS's live workers at ``now``: first sightings and peak count per type.
+
+        A worker this rehearsal has lost is gone at once, as a reclaimed instance is gone
+        from the cloud's list: the GCS still calls it alive until its health checks
+        fail (~5 s), by which time the provider may have started its replacement, and
+        counting both would report more workers than ``max_workers`` ever allowed.
+        """
+        self.alive = gcs_alive - {loss.node for loss in self.losses}
+        for node in self.alive:
+            self.seen_workers.setdefault(node, now)
+            if self.first_worker_s is None:
+                self.first_worker_s = now
+        for name, count in Counter(self.node_types.get(n, "?") for n in self.alive).items():
+            self.peak[name] = max(self.peak[name], count)
 
     def _note_replacements(self, now: float) -> None:
         # A replacement is a worker first seen after the loss that replaces no earlier loss
