@@ -225,7 +225,7 @@ def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
     """Median per-query ms of each stage of the full-list path on one thread.
 
     Stages: the two GEMMs; ``rank_rows`` (GEMMs, then per row key packing,
-    sort, run repair); ``np.sort`` alone of the same packed words (shuffled back);
+    sort, run repair); ``np.sort`` alone of the same 32-bit words (shuffled back);
     ``_chunk_full`` (all that plus relevance and the AP passes); the limit.
     """
     from biohash.metrics import _ranking, retrieval
@@ -234,7 +234,7 @@ def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
           f"interleaved rounds; load average {os.getloadavg()[0]:.1f}")
     for pb in problems:
         qf, df, ql, dl = make_data(pb.n_db, rows, 64, pb.n_labels, pb.multi)
-        p = retrieval._prepare(qf, df, ql, dl)
+        p = retrieval._prepare(qf, df, ql, dl, indexed=False)
         ws = _ranking.Workspace(rows, p.n_db, p.n_unique, p.nbits, full=True)
         fixed = np.array([p.n_db, *sorted(set(KS) | set(PRECISION_KS))], dtype=np.int64)
         ranks = np.arange(1.0, p.n_db + 1.0)
@@ -246,7 +246,7 @@ def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
             "GEMMs (f64 distance, f32 Hamming)": lambda: _ranking._chunk_gemms(p, ws, 0, rows),
             "rank_rows (GEMMs, pack, sort, repair)": lambda: [
                 None for _ in _ranking.rank_rows(p, ws, 0, rows)],
-            "np.sort of the packed words alone": lambda: shuffled.copy().sort(axis=1),
+            "np.sort of the packed 32-bit words alone": lambda: shuffled.copy().sort(axis=1),
             "_chunk_full (all of (b) per chunk)": lambda: retrieval._chunk_full(
                 p, ws, 0, rows, fixed, RADII, ranks),
             "limit: np.sort of random int64 keys": lambda: keys.copy().sort(axis=1),

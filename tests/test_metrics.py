@@ -202,6 +202,20 @@ def test_coarse_quantisation_still_exact(monkeypatch, full_map: bool) -> None:
         assert got[key] == pytest.approx(want[key], abs=1e-9), key
 
 
+@pytest.mark.parametrize("table_keys", [0, 1 << 12])
+def test_mixed_runs_are_found_with_and_without_the_key_table(monkeypatch, table_keys: int) -> None:
+    """The full sort's 32-bit words carry no index: runs of close keys mixing relevant and
+    irrelevant items are found by key, screened by a table or (long runs) checked item
+    by item; both must give the reference's values."""
+    from biohash.metrics import _ranking
+    monkeypatch.setattr(_ranking, "_TABLE_KEYS", table_keys)
+    data = tied_data(11, n_q=30, n_db=600, nbits=8)
+    want = reference_metrics(*data, (10, 100), (0, 2), (10,))
+    got = evaluate_retrieval(*data, ks=(10, 100), radii=(0, 2), precision_ks=(10,))
+    for key in got:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
 # ----------------------------------------------------------------- zero bits (h2q's Hamming)
 def test_zero_bits_count_half_as_in_h2q() -> None:
     """hamming = (nbits - q·d) / 2 on sign codes: a 0 bit counts 1/2 against anything."""

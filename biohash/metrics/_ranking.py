@@ -8,37 +8,42 @@ Here a chunk of queries is ranked at once:
    ``scale`` (exact): ``||q - d||²`` as one float64 GEMM of augmented
    matrices ``[-2q, |q|², 1]·[d, 1, |d|²]`` and ``10·hamming`` as one exact
    float32 GEMM of sign codes;
-2. each key is quantised monotonically into the high bits of an int64 "word"
-   whose low bits hold the database index and the relevance bit, so one SIMD
-   value sort gives the stable order with relevance carried along;
+2. each key is quantised monotonically into the high bits of an integer
+   "word" whose lowest bit is the item's relevance, so one SIMD value sort
+   orders the items and carries their relevance along;
 3. neighbours whose quantised keys are less than two bins apart (bins are
-   ~1e-12 to 1e-10 wide: at least 4x the largest possible difference between
-   a GEMM key and the reference's key, see :class:`Packing`) are re-ordered
-   by the reference's own float64 key (elementwise ``10·hamming +
-   Σ(q - d)²``) and index. The result is the reference's stable order
-   exactly, ties included, whatever the GEMM rounding.
+   at least 4x the largest possible difference between a GEMM key and the
+   reference's key, see :class:`Packing`) are re-ordered by the reference's
+   own float64 key (elementwise ``10·hamming + Σ(q - d)²``) and index. The
+   result is the reference's stable order exactly, ties included, whatever
+   the GEMM rounding.
 
 Two ways to use this:
 
 * :func:`rank_rows` sorts every query's whole database (needed for the
-  full-list mAP);
+  full-list mAP). Its words are 32-bit, ``quantised key | relevance``:
+  metrics only need the relevance of each ranked position, and NumPy sorts
+  32-bit words ~2.5x faster than 64-bit ones. Without an index in the word,
+  the repair only re-orders the runs of close keys that mix relevant and
+  irrelevant items (the order inside any other run changes no metric); it
+  finds their items by quantised key (:func:`_run_members`);
 * :func:`rank_prefix` ranks only the shortest prefix of each ranking that
   the top-k and Hamming-radius cutoffs need. Hamming dominates the key
   (consecutive hamming values are 10·0.5 = 5 apart, the distance term is in
   [0, 4]), so "every item with 2·hamming <= t" is always a prefix of the
   ranking. Counting the integer 2·hamming values (at most 2·nbits + 1 of
   them) finds the smallest such t holding the top k in O(N); only those
-  items get keys, relevance and a sort. Keys, words and the run repair are
-  the same as :func:`rank_rows`'s, and a repaired run never crosses a
-  hamming boundary (keys there are >= 1 apart), so the prefix is exactly
-  the first items of the full ranking.
+  items get keys, relevance and a sort. Its words are 64-bit, ``quantised
+  key | database index | relevance``, so the repair re-sorts every run, and
+  a repaired run never crosses a hamming boundary (keys there are >= 1
+  apart): the prefix is exactly the first items of the full ranking.
 
 All large arrays live in a reusable per-chunk workspace: fresh 30 MB arrays
 per chunk would cost more in page faults than the arithmetic. Only the GEMMs
 run on the whole chunk; everything after them (key sum, relevance, packing,
-sort, repair) runs one query row at a time, so a row's words (8 bytes per
-database item: 800 KB at 100,000 items) stay in the core's cache through
-all of its passes instead of streaming each chunk-sized pass through memory.
+sort, repair) runs one query row at a time, so a row's words stay in the
+core's cache through all of its passes instead of streaming each
+chunk-sized pass through memory.
 """
 from __future__ import annotations
 
@@ -52,12 +57,18 @@ __all__ = ["Prepared", "prepare", "Packing", "Workspace", "rank_rows", "rank_pre
            "radius_key"]
 
 _MAGIC = 2.0**52
+#: Runs spanning at most this many quantised keys are screened with a table (see _run_members).
+_TABLE_KEYS = 1 << 12
 _MAGIC_BITS = int(np.array(_MAGIC).view(np.int64))
 
 
 @dataclass(frozen=True)
 class Packing:
-    """Layout of a sort word: quantised key | database index | relevance bit.
+    """Layout of a sort word: quantised key | [database index] | relevance bit.
+
+    ``indexed`` (the prefix path): int64 words holding the database index,
+    so a sorted word names its item. Otherwise (the full path): uint32 words
+    ``quantised key | relevance``.
 
     Exactness: a key from the GEMMs and the reference's own float64 key of
     the same pair differ by less than ``error`` (rounding of two sums of
@@ -71,6 +82,7 @@ class Packing:
 
     n_db: int
     nbits: int
+    indexed: bool = True
 
     @property
     def key_max(self) -> float:
@@ -84,15 +96,26 @@ class Packing:
 
     @property
     def shift(self) -> int:
-        return max(1, (self.n_db - 1).bit_length()) + 1
+        """Bits below the quantised key: index and relevance, or relevance alone."""
+        return max(1, (self.n_db - 1).bit_length()) + 1 if self.indexed else 1
+
+    @property
+    def dtype(self) -> type:
+        return np.int64 if self.indexed else np.uint32
+
+    @property
+    def near(self) -> int:
+        """Words of neighbours less than this apart have keys less than two bins apart."""
+        return 2 << self.shift
 
     @property
     def scale(self) -> float:
         """A power of two (so scaling the GEMM inputs by it is exact) keeping
-        quantised keys below 2**(62 - shift) (no overflow, sign bit free)
-        and below 2**51 (the rounding trick below), with bins (1 / scale)
-        at least 4·error wide."""
-        limit = min(2.0 ** min(62 - self.shift, 51) / self.key_max, 1.0 / (4.0 * self.error))
+        quantised keys below 2**(62 - shift) (indexed) or 2**31 (no overflow,
+        sign bit free) and below 2**51 (the rounding trick below), with bins
+        (1 / scale) at least 4·error wide."""
+        room = 62 - self.shift if self.indexed else 31
+        limit = min(2.0 ** min(room, 51) / self.key_max, 1.0 / (4.0 * self.error))
         return 2.0 ** math.floor(math.log2(limit))
 
     def offsets(self, index: np.ndarray) -> np.ndarray:
@@ -103,7 +126,7 @@ class Packing:
 
     def words_inplace(self, scaled_key: np.ndarray, offsets: np.ndarray,
                       rel: np.ndarray) -> np.ndarray:
-        """Words ``round(key·scale) | index | relevance``, in ``scaled_key``'s buffer.
+        """Indexed words ``round(key·scale) | index | relevance``, in ``scaled_key``'s buffer.
 
         Adding 2**52 to ``x = key·scale`` (0 <= x < 2**51) leaves round(x)
         in the low mantissa bits of the float, above the constant bits of
@@ -118,6 +141,20 @@ class Packing:
         np.bitwise_or(words, rel, out=words)
         return words.view(np.int64)
 
+    @staticmethod
+    def quantise_inplace(scaled_key: np.ndarray) -> np.ndarray:
+        """``round(key·scale)`` of every item as uint32 (a strided view into
+        ``scaled_key``'s buffer, same rounding trick as :meth:`words_inplace`;
+        exact while ``key·scale < 2**31``)."""
+        scaled_key += _MAGIC
+        halves = scaled_key.view(np.uint32)
+        return halves[::2] if np.little_endian else halves[1::2]
+
+    def words32(self, quantised: np.ndarray, rel: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Unindexed words ``round(key·scale) << 1 | relevance`` (uint32, into ``out``)."""
+        np.left_shift(quantised, 1, out=out)
+        return np.bitwise_or(out, rel, out=out)
+
     def threshold(self, key: float) -> int:
         """Words below this have keys quantised below ``key``'s bin."""
         q = float(np.float64(key) * self.scale + _MAGIC)
@@ -130,7 +167,7 @@ class Packing:
     def relevance(words: np.ndarray) -> np.ndarray:
         """Relevance bits as bool: the low byte of each little-endian word."""
         if np.little_endian and words.flags.c_contiguous:
-            return (words.view(np.uint8)[..., ::8] & 1).view(bool)
+            return (words.view(np.uint8)[..., ::words.itemsize] & 1).view(bool)
         return (words & 1).astype(bool)
 
 
@@ -150,7 +187,7 @@ class Prepared:
     q_class: np.ndarray | None  # (Q,) the label of one-hot rows; None unless all are one-hot
     d_class: np.ndarray | None  # (N,)
     packing: Packing
-    offsets: np.ndarray    # (N,) uint64 Packing.offsets of every database index
+    offsets: np.ndarray    # (N,) uint64 Packing.offsets of every database index (indexed)
 
     @property
     def n_db(self) -> int:
@@ -224,12 +261,16 @@ def _classes(q_labels: np.ndarray, d_labels: np.ndarray) -> tuple[np.ndarray | N
 
 
 def prepare(q_norm: np.ndarray, d_norm: np.ndarray, q_labels: np.ndarray,
-            d_labels: np.ndarray) -> Prepared:
-    """Constants for ranking; features already L2-normalised (float64)."""
+            d_labels: np.ndarray, *, indexed: bool = True) -> Prepared:
+    """Constants for ranking; features already L2-normalised (float64).
+
+    ``indexed``: for :func:`rank_prefix` (64-bit words naming their item);
+    otherwise for :func:`rank_rows` (32-bit words).
+    """
     first, inverse = _unique_rows(d_norm)
     u_norm = d_norm[first] if inverse is not None else d_norm
     nbits = q_norm.shape[1]
-    pk = Packing(len(d_norm), nbits)
+    pk = Packing(len(d_norm), nbits, indexed)
     q_ham, u_ham = _hamming_parts(np.sign(q_norm), np.sign(u_norm), pk.scale)
     q_sq = np.einsum("ij,ij->i", q_norm, q_norm)[:, None]
     u_sq = np.einsum("ij,ij->i", u_norm, u_norm)[:, None]
@@ -241,7 +282,7 @@ def prepare(q_norm: np.ndarray, d_norm: np.ndarray, q_labels: np.ndarray,
         q_ham=q_ham, u_ham=u_ham, inverse=inverse,
         q_label_bits=_pack_labels(q_labels), d_label_bits=_pack_labels(d_labels),
         q_class=q_class, d_class=d_class, packing=pk,
-        offsets=pk.offsets(np.arange(len(d_norm))),
+        offsets=pk.offsets(np.arange(len(d_norm))) if indexed else np.empty(0, np.uint64),
     )
 
 
@@ -255,9 +296,9 @@ class Workspace:
     """Reusable buffers for up to ``rows`` queries.
 
     ``full``: buffers for :func:`rank_rows` (the GEMMs of every pair; one
-    row of keys, relevance and label words); otherwise for
-    :func:`rank_prefix` (2·hamming of every pair; keys and relevance only
-    for the prefix, per query).
+    row of keys, relevance, label words, sort words and their differences);
+    otherwise for :func:`rank_prefix` (2·hamming of every pair; keys and
+    relevance only for the prefix, per query).
     """
 
     rows: int
@@ -268,15 +309,17 @@ class Workspace:
     dist: np.ndarray = field(init=False)   # (rows, U) float64 scaled keys on unique rows
     ham: np.ndarray = field(init=False)    # (rows, U) float32 scale·10·hamming
     key: np.ndarray = field(init=False)    # full: (N,) float64 one row's keys (with duplicates)
-    rel: np.ndarray = field(init=False)    # full: (N,) bool one row's relevance
+    rel: np.ndarray = field(init=False)    # full: (N,) uint32 one row's relevance (0/1)
     bits: np.ndarray = field(init=False)   # full: (N,) uint64 one row's shared label bits
+    words: np.ndarray = field(init=False)  # full: (N,) uint32 one row's sort words
+    diff: np.ndarray = field(init=False)   # full: (N,) uint32 differences of sorted words
     h2u: np.ndarray = field(init=False)    # prefix: (rows, U) uint8/16 2·hamming
     h2: np.ndarray = field(init=False)     # prefix: (rows, N) (aliases h2u if U == N)
 
     @staticmethod
     def bytes_per_pair(full: bool) -> int:
         """Upper bound of the workspace bytes per query-item pair (chunk-sized buffers)."""
-        # full: dist 8 + ham 4 (per-row buffers: 17 bytes per item, once);
+        # full: dist 8 + ham 4 (per-row buffers: 28 bytes per item, once);
         # prefix: dist 8 + ham 4 + 2·hamming 2 (+ 2 with duplicates)
         return 12 if full else 16
 
@@ -287,11 +330,13 @@ class Workspace:
         empty = np.empty((0, 0))
         if self.full:
             self.key = np.empty(n) if u != n else empty
-            self.rel = np.empty(n, dtype=bool)
+            self.rel = np.empty(n, dtype=np.uint32)
             self.bits = np.empty(n, dtype=np.uint64)
+            self.words = np.empty(n, dtype=np.uint32)
+            self.diff = np.empty(n, dtype=np.uint32)
             self.h2u = self.h2 = empty
         else:
-            self.key = self.rel = self.bits = empty
+            self.key = self.rel = self.bits = self.words = self.diff = empty
             self.h2u = np.empty((r, u), dtype=_h2_dtype(self.nbits))
             self.h2 = self.h2u if u == n else np.empty((r, n), dtype=self.h2u.dtype)
 
@@ -310,21 +355,33 @@ def _exact_keys(p: Prepared, query: int, items: np.ndarray) -> np.ndarray:
     return 10 * ham + np.sum((d - q) ** 2, axis=1)
 
 
+def _runs(near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of a sorted row from the ascending positions ``i`` of its close
+    neighbour pairs ``(i, i + 1)`` (at least one): each run's first and last
+    position, and the index into ``near`` of its first pair."""
+    starts = np.empty(len(near), dtype=bool)
+    starts[0] = True
+    np.greater(near[1:], near[:-1] + 1, out=starts[1:])
+    head = np.flatnonzero(starts)
+    ends = np.empty_like(head)
+    ends[:-1], ends[-1] = head[1:] - 1, len(near) - 1
+    return near[head], near[ends] + 1, head
+
+
 def _repair_row(p: Prepared, query: int, row: np.ndarray) -> None:
     """Re-sort each run of close quantised keys of a sorted row by (exact
     key, index), in place (see :class:`Packing` for why this is exact).
 
     A run is a maximal stretch of neighbours whose words differ by less
-    than two bins (``2**(shift + 1)``): every pair one bin apart or in the
+    than two bins (``Packing.near``): every pair one bin apart or in the
     same bin, and some two bins apart (re-sorting those too is harmless).
     """
     pk = p.packing
-    near = np.subtract(row[1:], row[:-1]) < (2 << pk.shift)
-    if not near.any():
+    near = np.flatnonzero(np.subtract(row[1:], row[:-1]) < pk.near)
+    if not len(near):
         return
-    cols = np.flatnonzero(near)  # run starts of close neighbour pairs
-    for run in np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1):
-        seg = row[run[0]:run[-1] + 2]
+    for first, last in zip(*_runs(near)[:2]):
+        seg = row[first:last + 1]
         idx = pk.index(seg)
         seg[:] = seg[np.lexsort((idx, _exact_keys(p, query, idx)))]
 
@@ -350,6 +407,7 @@ def _relevance(p: Prepared, query: int, items: np.ndarray | None, out: np.ndarra
 
     One-hot data compares two integers; multi-label data ANDs the packed
     label words (``bits``: an optional uint64 scratch of the result's size).
+    ``out`` may be bool or an integer type (0/1).
     """
     if p.d_class is not None:
         d_class = p.d_class if items is None else p.d_class[items]
@@ -362,9 +420,71 @@ def _relevance(p: Prepared, query: int, items: np.ndarray | None, out: np.ndarra
     return np.not_equal(d_bits & q_bits, 0).any(axis=1, out=out)
 
 
+def _run_members(quantised: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                 scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(database index, run) of every item whose quantised key lies in one of
+    the disjoint, ascending ranges ``[lo[j], hi[j]]``, ascending by index.
+
+    Runs usually span a few bins, so items are first screened by the low 16
+    bits of their key against a 64 KB table of the runs' keys (one lookup
+    per item instead of a binary search), then checked exactly.
+    ``scratch``: an intp buffer of ``len(quantised)`` items.
+    """
+    span = hi.astype(np.int64) - lo + 1
+    if span.sum() <= _TABLE_KEYS:
+        keys = np.repeat(lo.astype(np.int64) - np.cumsum(span) + span, span) + np.arange(
+            span.sum())
+        table = np.zeros(1 << 16, dtype=bool)
+        table[keys & 0xFFFF] = True
+        np.bitwise_and(quantised, 0xFFFF, out=scratch, casting="unsafe")
+        candidates = np.flatnonzero(np.take(table, scratch))
+    else:  # long runs (heavy ties, coarse bins): check every item
+        candidates = np.arange(len(quantised))
+    q = quantised[candidates]
+    run = np.searchsorted(lo, q, side="right") - 1
+    inside = (run >= 0) & (q <= hi[np.maximum(run, 0)])
+    return candidates[inside], run[inside]
+
+
+def _repair_relevance(p: Prepared, ws: Workspace, query: int, words: np.ndarray,
+                      quantised: np.ndarray, rel: np.ndarray) -> None:
+    """Give the runs of close keys in sorted 32-bit ``words`` that mix relevant
+    and irrelevant items their relevance in the reference's order, in place.
+
+    ``quantised`` and ``rel``: every item's quantised key and relevance, by
+    database index. A run (see :func:`_repair_row`) holds exactly the items
+    whose quantised keys lie between its first and last key (the words are
+    sorted and the run's neighbours are two bins away or more), so those
+    items, ordered by (exact key, index), give its relevance bits. Two
+    neighbours' relevance differs iff their words differ by an odd number.
+    """
+    n = len(words)
+    diff = np.subtract(words[1:], words[:-1], out=ws.diff[:max(n - 1, 0)])
+    near = np.flatnonzero(diff < p.packing.near)
+    if not len(near):
+        return
+    first, last, head = _runs(near)
+    mixed = np.logical_or.reduceat(diff[near] & 1, head).astype(bool)
+    if not mixed.any():
+        return
+    first, last = first[mixed], last[mixed]
+    items, run = _run_members(quantised, words[first] >> 1, words[last] >> 1,
+                              ws.bits.view(np.intp))
+    order = np.lexsort((items, _exact_keys(p, query, items), run))
+    length = last - first + 1
+    positions = np.repeat(first - np.cumsum(length) + length, length) + np.arange(length.sum())
+    words[positions] = (words[positions] & np.uint32(0xFFFFFFFE)) | rel[items[order]]
+
+
 def rank_rows(p: Prepared, ws: Workspace, start: int, stop: int) -> Iterator[np.ndarray]:
-    """Per query of ``start:stop``: its sorted words (N,), a view into ``ws``
-    valid until the next row is asked for."""
+    """Per query of ``start:stop``: its sorted 32-bit words (N,), a view into
+    ``ws`` valid until the next row is asked for.
+
+    The words' relevance bits, in order, are the relevance of the
+    reference's ranking, position by position, and their keys ascend; the
+    items are not named (``p`` must be prepared with ``indexed=False``).
+    """
+    assert not p.packing.indexed
     dist, ham = _chunk_gemms(p, ws, start, stop)
     for r in range(stop - start):
         key = dist[r]
@@ -372,9 +492,10 @@ def rank_rows(p: Prepared, ws: Workspace, start: int, stop: int) -> Iterator[np.
         if p.inverse is not None:
             key = np.take(key, p.inverse, out=ws.key)
         rel = _relevance(p, start + r, None, out=ws.rel, bits=ws.bits)
-        words = p.packing.words_inplace(key, p.offsets, rel)
+        quantised = p.packing.quantise_inplace(key)
+        words = p.packing.words32(quantised, rel, out=ws.words)
         words.sort()
-        _repair_row(p, start + r, words)
+        _repair_relevance(p, ws, start + r, words, quantised, rel)
         yield words
 
 

@@ -63,6 +63,7 @@ __all__ = ["retrieval_map", "evaluate_retrieval", "metric_name", "headline_key",
 _MAX_WORKERS = 4
 _MIN_PAIRS_PER_WORKER = 4_000_000
 _DEFAULT_MEMORY_BUDGET = 256 * 2**20
+_AP_BLOCK = 1024  # relevant items per partial sum of an AP (see _row_ap)
 _KEY_RE = re.compile(r"^(mAP|P)(?:_at_(k|h)=(\d+))?$")
 
 
@@ -149,9 +150,9 @@ def _check_cutoff(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _prepare(qf, df, ql, dl) -> Prepared:
+def _prepare(qf, df, ql, dl, *, indexed: bool = True) -> Prepared:
     qf, df, ql, dl = _check_inputs(qf, df, ql, dl)
-    return prepare(normalize_features(qf), normalize_features(df), ql, dl)
+    return prepare(normalize_features(qf), normalize_features(df), ql, dl, indexed=indexed)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -166,12 +167,22 @@ def _row_ap(rel: np.ndarray, lengths: np.ndarray, ranks: np.ndarray, ap: np.ndar
     """
     found = np.flatnonzero(rel)  # 0-based positions of the relevant items
     n_rel[:] = np.searchsorted(found, lengths)  # relevant items at positions <= length
-    if len(found):
-        # precision at the i-th relevant item = i / position_i, summed cumulatively
-        csum = ranks[:len(found)] / ranks[found]
-        np.cumsum(csum, out=csum)
-        hit = n_rel > 0
-        ap[hit] = csum[n_rel[hit] - 1] / n_rel[hit]
+    top = int(n_rel.max())
+    if top == 0:
+        return
+    # precision at the i-th relevant item = i / position_i, summed up to each count:
+    # whole blocks of _AP_BLOCK by one reduceat and a short running total, the rest
+    # directly. Each sum depends only on its count, not on the other cutoffs or the
+    # list's length, so every path and cutoff set gives bit-identical values.
+    precision = ranks[:top] / ranks[found[:top]]
+    whole = top - top % _AP_BLOCK
+    blocks = np.cumsum(np.add.reduceat(precision[:whole], np.arange(0, whole, _AP_BLOCK))
+                       if whole else np.zeros(0))
+    for j, count in enumerate(n_rel.tolist()):
+        if count:
+            nb = count // _AP_BLOCK
+            head = blocks[nb - 1] if nb else 0.0
+            ap[j] = (head + precision[nb * _AP_BLOCK:count].sum()) / count
 
 
 def _chunk_full(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.ndarray,
@@ -183,7 +194,8 @@ def _chunk_full(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.nda
     ranking, since 10·hamming dominates the key) are found per query by
     searching the sorted words.
     """
-    thresholds = [p.packing.threshold(radius_key(h)) for h in radii]
+    thresholds = np.array([p.packing.threshold(radius_key(h)) for h in radii],
+                          dtype=p.packing.dtype)
     ap = np.zeros((stop - start, len(fixed) + len(radii)))
     n_rel = np.zeros(ap.shape, dtype=np.int64)
     lengths = np.empty(ap.shape[1], dtype=np.int64)
@@ -232,11 +244,15 @@ def _evaluate(query_features, db_features, query_labels, db_labels, *, full: boo
     _check_cutoff("memory_budget", memory_budget, 1)
     if not (full or ks or radii or precision_ks):
         raise ConfigError("nothing to compute: full_map=False and no ks, radii or precision_ks")
-    p = _prepare(query_features, db_features, query_labels, db_labels)
+    query_features, db_features, query_labels, db_labels = _check_inputs(
+        query_features, db_features, query_labels, db_labels)
+    n_db, nbits = db_features.shape
     all_ks = sorted(set(ks) | set(precision_ks))
-    cut_ks = [min(k, p.n_db) for k in all_ks]  # a cutoff beyond the database is the database
+    cut_ks = [min(k, n_db) for k in all_ks]  # a cutoff beyond the database is the database
     # The prefix path pays off only when its prefixes can be shorter than the database.
-    prefix = not full and max(cut_ks, default=0) < p.n_db and max(radii, default=0) < p.nbits
+    prefix = not full and max(cut_ks, default=0) < n_db and max(radii, default=0) < nbits
+    p = prepare(normalize_features(query_features), normalize_features(db_features),
+                query_labels, db_labels, indexed=prefix)
     fixed = np.array(cut_ks if prefix else [p.n_db, *cut_ks], dtype=np.int64)
     chunk = _chunk_prefix if prefix else _chunk_full
     n_q = len(p.q_norm)
