@@ -235,7 +235,7 @@ def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
     for pb in problems:
         qf, df, ql, dl = make_data(pb.n_db, rows, 64, pb.n_labels, pb.multi)
         p = retrieval._prepare(qf, df, ql, dl, indexed=False)
-        ws = _ranking.Workspace(rows, p.n_db, p.n_unique, p.nbits, full=True)
+        ws = _ranking.Workspace.of(p, rows)
         fixed = np.array([p.n_db, *sorted(set(KS) | set(PRECISION_KS))], dtype=np.int64)
         ranks = np.arange(1.0, p.n_db + 1.0)
         rng = np.random.default_rng(3)
@@ -243,7 +243,8 @@ def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
         shuffled = rng.permuted(words, axis=1)
         keys = rng.integers(0, 2**62, size=(rows, pb.n_db))
         stages: dict[str, Callable[[], object]] = {
-            "GEMMs (f64 distance, f32 Hamming)": lambda: _ranking._chunk_gemms(p, ws, 0, rows),
+            "distance GEMM (Hamming by popcount)": lambda: _ranking._chunk_gemms(
+                p, ws, 0, rows, hamming=False),
             "rank_rows (GEMMs, pack, sort, repair)": lambda: [
                 None for _ in _ranking.rank_rows(p, ws, 0, rows)],
             "np.sort of the packed 32-bit words alone": lambda: shuffled.copy().sort(axis=1),

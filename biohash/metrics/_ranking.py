@@ -4,10 +4,12 @@ h2q ranks with ``argsort(10·hamming + ||q - d||²)`` per query, hamming =
 ``(nbits - q·d) / 2`` on sign codes (a 0 bit counts 1/2 against anything).
 Here a chunk of queries is ranked at once:
 
-1. keys come from two GEMMs, both pre-multiplied by a power of two
-   ``scale`` (exact): ``||q - d||²`` as one float64 GEMM of augmented
-   matrices ``[-2q, |q|², 1]·[d, 1, |d|²]`` and ``10·hamming`` as one exact
-   float32 GEMM of sign codes;
+1. keys come from GEMMs, pre-multiplied by a power of two ``scale``
+   (exact): ``||q - d||²`` as one float64 GEMM of augmented matrices
+   ``[-2q, |q|², 1]·[d, 1, |d|²]`` and ``10·hamming`` as one exact float32
+   GEMM of sign codes. The full sort counts the Hamming distance instead
+   (popcount of the XOR of sign bits, an integer number of bins added to
+   the rounded distance; codes with 0 bits are patched by a GEMV);
 2. each key is quantised monotonically into the high bits of an integer
    "word" whose lowest bit is the item's relevance, so one SIMD value sort
    orders the items and carries their relevance along;
@@ -181,6 +183,13 @@ class Prepared:
     u_gemm: np.ndarray     # (U, nbits + 2) float64 [d, 1, |d|²]
     q_ham: np.ndarray      # (Q, nbits + 1) float32; scale·10·hamming = q_ham @ u_ham.T exactly
     u_ham: np.ndarray      # (U, nbits + 1) float32
+    # Hamming by popcount (full path): (Q, W) / (U, W) uint64 negative-sign bits of the
+    # codes, None when too many database codes have 0 bits (the Hamming GEMM then)
+    q_sign_bits: np.ndarray | None
+    u_sign_bits: np.ndarray | None
+    q_zero: np.ndarray         # (Q,) bool: the query's code has a 0 bit (its row uses a GEMV)
+    u_zero_rows: np.ndarray    # (Z,) unique database rows whose code has a 0 bit
+    u_zero_codes: np.ndarray   # (Z, nbits) float32 their codes (exact 2·hamming by a GEMV)
     inverse: np.ndarray | None  # (N,) database row -> unique row; None if all unique
     q_label_bits: np.ndarray  # (Q, W) uint64 labels packed 64 to a word
     d_label_bits: np.ndarray  # (N, W) uint64
@@ -271,7 +280,12 @@ def prepare(q_norm: np.ndarray, d_norm: np.ndarray, q_labels: np.ndarray,
     u_norm = d_norm[first] if inverse is not None else d_norm
     nbits = q_norm.shape[1]
     pk = Packing(len(d_norm), nbits, indexed)
-    q_ham, u_ham = _hamming_parts(np.sign(q_norm), np.sign(u_norm), pk.scale)
+    q_code, u_code = np.sign(q_norm), np.sign(u_norm)
+    q_ham, u_ham = _hamming_parts(q_code, u_code, pk.scale)
+    u_zero_rows = np.flatnonzero((u_code == 0).any(axis=1))
+    # Popcount counts differing ±1 bits; the few codes with 0 bits are patched per query.
+    # scale·5 must be an integer: one step of 2·hamming is that many bins of a quantised key.
+    popcount = len(u_zero_rows) <= max(64, len(u_code) // 16) and float(5 * pk.scale).is_integer()
     q_sq = np.einsum("ij,ij->i", q_norm, q_norm)[:, None]
     u_sq = np.einsum("ij,ij->i", u_norm, u_norm)[:, None]
     q_class, d_class = _classes(q_labels, d_labels)
@@ -280,6 +294,10 @@ def prepare(q_norm: np.ndarray, d_norm: np.ndarray, q_labels: np.ndarray,
         q_gemm=pk.scale * np.hstack([-2.0 * q_norm, q_sq, np.ones_like(q_sq)]),
         u_gemm=np.hstack([u_norm, np.ones_like(u_sq), u_sq]),
         q_ham=q_ham, u_ham=u_ham, inverse=inverse,
+        q_sign_bits=_pack_labels(q_code < 0) if popcount else None,
+        u_sign_bits=_pack_labels(u_code < 0) if popcount else None,
+        q_zero=(q_code == 0).any(axis=1), u_zero_rows=u_zero_rows,
+        u_zero_codes=u_code[u_zero_rows].astype(np.float32),
         q_label_bits=_pack_labels(q_labels), d_label_bits=_pack_labels(d_labels),
         q_class=q_class, d_class=d_class, packing=pk,
         offsets=pk.offsets(np.arange(len(d_norm))) if indexed else np.empty(0, np.uint64),
@@ -295,10 +313,11 @@ def _h2_dtype(nbits: int) -> type:
 class Workspace:
     """Reusable buffers for up to ``rows`` queries.
 
-    ``full``: buffers for :func:`rank_rows` (the GEMMs of every pair; one
-    row of keys, relevance, label words, sort words and their differences);
-    otherwise for :func:`rank_prefix` (2·hamming of every pair; keys and
-    relevance only for the prefix, per query).
+    ``full``: buffers for :func:`rank_rows` (the distance GEMM of every pair,
+    and the Hamming GEMM unless ``popcount``; one row of quantised keys,
+    relevance, label words, sort words and their differences); otherwise
+    for :func:`rank_prefix` (both GEMMs and 2·hamming of every pair; keys
+    and relevance only for the prefix, per query).
     """
 
     rows: int
@@ -306,9 +325,13 @@ class Workspace:
     n_unique: int
     nbits: int
     full: bool = True
+    popcount: bool = False
     dist: np.ndarray = field(init=False)   # (rows, U) float64 scaled keys on unique rows
-    ham: np.ndarray = field(init=False)    # (rows, U) float32 scale·10·hamming
-    key: np.ndarray = field(init=False)    # full: (N,) float64 one row's keys (with duplicates)
+    ham: np.ndarray = field(init=False)    # (rows, U) float32 scale·10·hamming (not popcount)
+    xor: np.ndarray = field(init=False)    # full, popcount: (U,) uint64 differing sign bits
+    count: np.ndarray = field(init=False)  # full, popcount: (U,) uint8/16 hamming
+    qkey_u: np.ndarray = field(init=False)  # full: (U,) uint32 quantised keys
+    qkey: np.ndarray = field(init=False)   # full: (N,) uint32 (aliases qkey_u if U == N)
     rel: np.ndarray = field(init=False)    # full: (N,) uint32 one row's relevance (0/1)
     bits: np.ndarray = field(init=False)   # full: (N,) uint64 one row's shared label bits
     words: np.ndarray = field(init=False)  # full: (N,) uint32 one row's sort words
@@ -317,26 +340,39 @@ class Workspace:
     h2: np.ndarray = field(init=False)     # prefix: (rows, N) (aliases h2u if U == N)
 
     @staticmethod
-    def bytes_per_pair(full: bool) -> int:
+    def bytes_per_pair(p: Prepared) -> int:
         """Upper bound of the workspace bytes per query-item pair (chunk-sized buffers)."""
-        # full: dist 8 + ham 4 (per-row buffers: 28 bytes per item, once);
-        # prefix: dist 8 + ham 4 + 2·hamming 2 (+ 2 with duplicates)
-        return 12 if full else 16
+        # full: dist 8 (+ ham 4 without popcount; per-row buffers: at most 35 bytes per
+        # item, once); prefix: dist 8 + ham 4 + 2·hamming 2 (+ 2 with duplicates)
+        if not p.packing.indexed:
+            return 8 if p.u_sign_bits is not None else 12
+        return 16
+
+    @classmethod
+    def of(cls, p: Prepared, rows: int) -> Workspace:
+        """Buffers for ranking ``rows`` queries at a time as ``p`` was prepared for."""
+        return cls(rows, p.n_db, p.n_unique, p.nbits, full=not p.packing.indexed,
+                   popcount=p.u_sign_bits is not None)
 
     def __post_init__(self) -> None:
         r, n, u = self.rows, self.n_db, self.n_unique
+        empty = np.empty(0)
         self.dist = np.empty((r, u))
-        self.ham = np.empty((r, u), dtype=np.float32)
-        empty = np.empty((0, 0))
+        self.ham = np.empty((r, u), dtype=np.float32) if not (self.full and self.popcount) \
+            else np.empty((0, u), dtype=np.float32)
+        self.xor = self.count = self.qkey_u = self.qkey = empty
+        self.rel = self.bits = self.words = self.diff = self.h2u = self.h2 = empty
         if self.full:
-            self.key = np.empty(n) if u != n else empty
+            if self.popcount:
+                self.xor = np.empty(u, dtype=np.uint64)
+                self.count = np.empty(u, dtype=_h2_dtype(self.nbits))
+            self.qkey_u = np.empty(u, dtype=np.uint32)
+            self.qkey = self.qkey_u if u == n else np.empty(n, dtype=np.uint32)
             self.rel = np.empty(n, dtype=np.uint32)
             self.bits = np.empty(n, dtype=np.uint64)
             self.words = np.empty(n, dtype=np.uint32)
             self.diff = np.empty(n, dtype=np.uint32)
-            self.h2u = self.h2 = empty
         else:
-            self.key = self.rel = self.bits = self.words = self.diff = empty
             self.h2u = np.empty((r, u), dtype=_h2_dtype(self.nbits))
             self.h2 = self.h2u if u == n else np.empty((r, n), dtype=self.h2u.dtype)
 
@@ -386,19 +422,48 @@ def _repair_row(p: Prepared, query: int, row: np.ndarray) -> None:
         seg[:] = seg[np.lexsort((idx, _exact_keys(p, query, idx)))]
 
 
-def _chunk_gemms(p: Prepared, ws: Workspace, start: int,
-                 stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """``scale·||q - d||²`` and ``scale·10·hamming`` of queries ``start:stop``
-    against the unique database rows.
+def _chunk_gemms(p: Prepared, ws: Workspace, start: int, stop: int,
+                 hamming: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """``scale·||q - d||²`` and (if ``hamming``) ``scale·10·hamming`` of
+    queries ``start:stop`` against the unique database rows.
 
     The distance is not clamped at 0: GEMM rounding dips below it only by
     ~1e-16 (when q == d), which the quantisation rounds to 0 anyway.
     """
     n = stop - start
-    dist, ham = ws.dist[:n], ws.ham[:n]
+    dist = ws.dist[:n]
     np.matmul(p.q_gemm[start:stop], p.u_gemm.T, out=dist)  # (n, U)
+    if not hamming:
+        return dist, None
+    ham = ws.ham[:n]
     np.matmul(p.q_ham[start:stop], p.u_ham.T, out=ham)      # (n, U)
     return dist, ham
+
+
+def _popcount_keys(p: Prepared, ws: Workspace, query: int, quantised: np.ndarray,
+                   out: np.ndarray) -> np.ndarray:
+    """Quantised keys ``round(scale·distance) + scale·10·hamming`` of one query
+    (whose code has no 0 bit) against every unique database row, into ``out``.
+
+    The Hamming distance is the number of differing sign bits, counted per
+    row and in cache (cheaper than the Hamming GEMM's chunk-sized output);
+    database codes with 0 bits get their exact ``2·hamming = nbits - q·d``
+    from a small GEMV instead.
+    """
+    assert p.q_sign_bits is not None and p.u_sign_bits is not None
+    for w in range(p.u_sign_bits.shape[1]):
+        np.bitwise_xor(p.u_sign_bits[:, w], p.q_sign_bits[query, w], out=ws.xor)
+        if w == 0:
+            np.bitwise_count(ws.xor, out=ws.count)
+        else:
+            ws.count += np.bitwise_count(ws.xor)
+    np.multiply(ws.count, np.uint32(10 * p.packing.scale), out=out)
+    out += quantised
+    if len(p.u_zero_rows):
+        h2 = p.nbits - p.u_zero_codes @ np.sign(p.q_norm[query]).astype(np.float32)
+        out[p.u_zero_rows] = quantised[p.u_zero_rows] + (h2 * (5 * p.packing.scale)).astype(
+            np.uint32)
+    return out
 
 
 def _relevance(p: Prepared, query: int, items: np.ndarray | None, out: np.ndarray | None = None,
@@ -483,19 +548,38 @@ def rank_rows(p: Prepared, ws: Workspace, start: int, stop: int) -> Iterator[np.
     The words' relevance bits, in order, are the relevance of the
     reference's ranking, position by position, and their keys ascend; the
     items are not named (``p`` must be prepared with ``indexed=False``).
+
+    Quantised keys: ``round(scale·distance) + scale·10·hamming``, the
+    second term an integer, counted by popcount when every bit is ±1 (else
+    the Hamming GEMM is added before rounding). Keys of unique rows are
+    quantised, then spread to duplicate rows.
     """
-    assert not p.packing.indexed
-    dist, ham = _chunk_gemms(p, ws, start, stop)
+    pk = p.packing
+    assert not pk.indexed
+    dist, ham = _chunk_gemms(p, ws, start, stop, hamming=p.u_sign_bits is None)
     for r in range(stop - start):
+        query = start + r
         key = dist[r]
-        key += ham[r]                                        # scale·(dist + 10·hamming)
+        if ham is not None:
+            ham_row = ham[r]
+        elif p.q_zero[query]:  # a query code with 0 bits: its Hamming row by GEMV
+            ham_row = p.u_ham @ p.q_ham[query]
+        else:
+            ham_row = None
+        if ham_row is not None:
+            key += ham_row                                  # scale·(dist + 10·hamming)
+        quantised = pk.quantise_inplace(key)
+        if ham_row is None:
+            qkey = _popcount_keys(p, ws, query, quantised, out=ws.qkey_u)
+        else:
+            qkey = ws.qkey_u
+            np.copyto(qkey, quantised)
         if p.inverse is not None:
-            key = np.take(key, p.inverse, out=ws.key)
-        rel = _relevance(p, start + r, None, out=ws.rel, bits=ws.bits)
-        quantised = p.packing.quantise_inplace(key)
-        words = p.packing.words32(quantised, rel, out=ws.words)
+            qkey = np.take(qkey, p.inverse, out=ws.qkey)
+        rel = _relevance(p, query, None, out=ws.rel, bits=ws.bits)
+        words = pk.words32(qkey, rel, out=ws.words)
         words.sort()
-        _repair_relevance(p, ws, start + r, words, quantised, rel)
+        _repair_relevance(p, ws, query, words, qkey, rel)
         yield words
 
 

@@ -259,13 +259,18 @@ def _evaluate(query_features, db_features, query_labels, db_labels, *, full: boo
     workers = max(1, min(workers or os.cpu_count() or 1, _MAX_WORKERS))
     if n_q * p.n_db < _MIN_PAIRS_PER_WORKER * workers:
         workers = 1  # small (e.g. per-epoch validation): threads cost more than they save
-    pair_bytes = Workspace.bytes_per_pair(full=not prefix)
-    rows = max(1, min(-(-n_q // workers), memory_budget // (workers * pair_bytes * p.n_db)))
+    rows = max(1, min(-(-n_q // workers),
+                      memory_budget // (workers * Workspace.bytes_per_pair(p) * p.n_db)))
+    # as many chunks as the budget needs, rounded up to a multiple of the workers and
+    # of equal size, so that no thread is left with the last chunk alone
+    n_chunks = -(-n_q // rows)
+    n_chunks += -n_chunks % workers
+    rows = -(-n_q // n_chunks)
     spans = [(s, min(s + rows, n_q)) for s in range(0, n_q, rows)]
     ranks = np.arange(1.0, p.n_db + 1.0)
     spaces = queue.SimpleQueue()
     for _ in range(min(workers, len(spans))):
-        spaces.put(Workspace(rows, p.n_db, p.n_unique, p.nbits, full=not prefix))
+        spaces.put(Workspace.of(p, rows))
 
     def run(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         ws = spaces.get()  # one workspace per running task: bounded memory
