@@ -5,6 +5,7 @@ import copy
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -254,9 +255,9 @@ def test_brsf_redraws_every_forward_and_frsf_does_not():
 def _byte_level_B(layer) -> torch.Tensor:
     """brsf's B of the latest draw, from its definition, in one unblocked draw per chunk.
 
-    Per block (a CPU tile of a Linear): a CPU generator seeded ``step_seed(draw
-    seed, flat index of the block's first element)``, full-range int64 draws read
-    as little-endian bytes k, and
+    Per block (a CPU tile of a Linear): NumPy's PCG64 seeded ``step_seed(draw
+    seed, flat index of the block's first element)``, its 64-bit draws read as
+    little-endian bytes k, and
     B = (k + 0.5) * sqrt(3) * std / 256 with the sign of W.
     """
     w = layer.weight.detach()
@@ -267,10 +268,9 @@ def _byte_level_B(layer) -> torch.Tensor:
     for part in parts:
         wp = w[part]
         offset = (part[0].start or 0) * w.shape[-1] + (part[1].start or 0)  # flat index
-        gen = torch.Generator().manual_seed(step_seed(seed, offset))
-        bits = torch.empty((wp.numel() + 7) // 8, dtype=torch.int64)
-        bits.random_(-(2**63), None, generator=gen)
-        k = bits.view(torch.uint8)[:wp.numel()].view(wp.shape).double()
+        bits = np.random.PCG64(step_seed(seed, offset)).random_raw((wp.numel() + 7) // 8)
+        k = torch.from_numpy(bits.astype("<u8").view(np.uint8)[:wp.numel()].copy())
+        k = k.view(wp.shape).double()
         b[part] = ((k + 0.5) * math.sqrt(3) * layer.feedback_std / 256).copysign(wp)
     return b.float()
 
