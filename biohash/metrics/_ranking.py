@@ -144,12 +144,13 @@ class Packing:
         return words.view(np.int64)
 
     @staticmethod
-    def quantise_inplace(scaled_key: np.ndarray) -> np.ndarray:
-        """``round(key·scale)`` of every item as uint32 (a strided view into
-        ``scaled_key``'s buffer, same rounding trick as :meth:`words_inplace`;
-        exact while ``key·scale < 2**31``)."""
-        scaled_key += _MAGIC
-        halves = scaled_key.view(np.uint32)
+    def quantise(scaled_key: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``round(key·scale)`` of every item as uint32: a strided view into the
+        float64 buffer ``out`` (same rounding trick as :meth:`words_inplace`;
+        exact while ``key·scale < 2**31``). Writing to ``out`` instead of the
+        key leaves the GEMM's chunk-sized output clean: no write-back of it."""
+        np.add(scaled_key, _MAGIC, out=out)
+        halves = out.view(np.uint32)
         return halves[::2] if np.little_endian else halves[1::2]
 
     def words32(self, quantised: np.ndarray, rel: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -330,6 +331,7 @@ class Workspace:
     ham: np.ndarray = field(init=False)    # (rows, U) float32 scale·10·hamming (not popcount)
     xor: np.ndarray = field(init=False)    # full, popcount: (U,) uint64 differing sign bits
     count: np.ndarray = field(init=False)  # full, popcount: (U,) uint8/16 hamming
+    key: np.ndarray = field(init=False)    # full: (U,) float64 one row's keys, rounded
     qkey_u: np.ndarray = field(init=False)  # full: (U,) uint32 quantised keys
     qkey: np.ndarray = field(init=False)   # full: (N,) uint32 (aliases qkey_u if U == N)
     rel: np.ndarray = field(init=False)    # full: (N,) uint32 one row's relevance (0/1)
@@ -342,7 +344,7 @@ class Workspace:
     @staticmethod
     def bytes_per_pair(p: Prepared) -> int:
         """Upper bound of the workspace bytes per query-item pair (chunk-sized buffers)."""
-        # full: dist 8 (+ ham 4 without popcount; per-row buffers: at most 35 bytes per
+        # full: dist 8 (+ ham 4 without popcount; per-row buffers: at most 43 bytes per
         # item, once); prefix: dist 8 + ham 4 + 2·hamming 2 (+ 2 with duplicates)
         if not p.packing.indexed:
             return 8 if p.u_sign_bits is not None else 12
@@ -360,12 +362,13 @@ class Workspace:
         self.dist = np.empty((r, u))
         self.ham = np.empty((r, u), dtype=np.float32) if not (self.full and self.popcount) \
             else np.empty((0, u), dtype=np.float32)
-        self.xor = self.count = self.qkey_u = self.qkey = empty
+        self.xor = self.count = self.key = self.qkey_u = self.qkey = empty
         self.rel = self.bits = self.words = self.diff = self.h2u = self.h2 = empty
         if self.full:
             if self.popcount:
                 self.xor = np.empty(u, dtype=np.uint64)
                 self.count = np.empty(u, dtype=_h2_dtype(self.nbits))
+            self.key = np.empty(u)
             self.qkey_u = np.empty(u, dtype=np.uint32)
             self.qkey = self.qkey_u if u == n else np.empty(n, dtype=np.uint32)
             self.rel = np.empty(n, dtype=np.uint32)
@@ -567,8 +570,8 @@ def rank_rows(p: Prepared, ws: Workspace, start: int, stop: int) -> Iterator[np.
         else:
             ham_row = None
         if ham_row is not None:
-            key += ham_row                                  # scale·(dist + 10·hamming)
-        quantised = pk.quantise_inplace(key)
+            key = np.add(key, ham_row, out=ws.key)          # scale·(dist + 10·hamming)
+        quantised = pk.quantise(key, out=ws.key)
         if ham_row is None:
             qkey = _popcount_keys(p, ws, query, quantised, out=ws.qkey_u)
         else:
