@@ -234,7 +234,9 @@ def breakdown(problems: list[Problem], rows: int, rounds: int) -> None:
           f"interleaved rounds; load average {os.getloadavg()[0]:.1f}")
     for pb in problems:
         qf, df, ql, dl = make_data(pb.n_db, rows, 64, pb.n_labels, pb.multi)
-        p = retrieval._prepare(qf, df, ql, dl, indexed=False)
+        qf, df, ql, dl = retrieval._check_inputs(qf, df, ql, dl)
+        p = _ranking.prepare(retrieval.normalize_features(qf), retrieval.normalize_features(df),
+                             ql, dl, indexed=False)  # as evaluate_retrieval() for the full list
         ws = _ranking.Workspace.of(p, rows)
         fixed = np.array([p.n_db, *sorted(set(KS) | set(PRECISION_KS))], dtype=np.int64)
         ranks = np.arange(1.0, p.n_db + 1.0)

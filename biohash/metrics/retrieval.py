@@ -150,11 +150,6 @@ def _check_cutoff(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _prepare(qf, df, ql, dl, *, indexed: bool = True) -> Prepared:
-    qf, df, ql, dl = _check_inputs(qf, df, ql, dl)
-    return prepare(normalize_features(qf), normalize_features(df), ql, dl, indexed=indexed)
-
-
 # --------------------------------------------------------------------------- metrics
 def _row_ap(rel: np.ndarray, lengths: np.ndarray, ranks: np.ndarray, ap: np.ndarray,
             n_rel: np.ndarray) -> None:
