@@ -284,9 +284,11 @@ def prepare(q_norm: np.ndarray, d_norm: np.ndarray, q_labels: np.ndarray,
     q_code, u_code = np.sign(q_norm), np.sign(u_norm)
     q_ham, u_ham = _hamming_parts(q_code, u_code, pk.scale)
     u_zero_rows = np.flatnonzero((u_code == 0).any(axis=1))
-    # Popcount counts differing ±1 bits; the few codes with 0 bits are patched per query.
+    # Popcount (full path only: the prefix path needs 2·hamming of every pair from its GEMM)
+    # counts differing ±1 bits; the few codes with 0 bits are patched per query.
     # scale·5 must be an integer: one step of 2·hamming is that many bins of a quantised key.
-    popcount = len(u_zero_rows) <= max(64, len(u_code) // 16) and float(5 * pk.scale).is_integer()
+    popcount = (not indexed and len(u_zero_rows) <= max(64, len(u_code) // 16)
+                and float(5 * pk.scale).is_integer())
     q_sq = np.einsum("ij,ij->i", q_norm, q_norm)[:, None]
     u_sq = np.einsum("ij,ij->i", u_norm, u_norm)[:, None]
     q_class, d_class = _classes(q_labels, d_labels)
