@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, TypedDict
 
 from biohash.errors import ConfigError
-from biohash.metrics.retrieval import REPORTED_METRICS
+from biohash.metrics.keys import REPORTED_METRICS
 
 __all__ = [
     "EVAL_FOLDS", "REPORTED_METRICS", "TIME_PHASES", "PHASE", "TRAIN", "FINAL", "TUNE_METRIC",

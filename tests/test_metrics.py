@@ -216,6 +216,64 @@ def test_mixed_runs_are_found_with_and_without_the_key_table(monkeypatch, table_
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
 
 
+@pytest.mark.parametrize("nbits", [1, 7, 8, 12, 16, 48, 64, 100, 128, 129, 256, 1000])
+def test_exact_keys_are_numpys_own_arithmetic(nbits: int) -> None:
+    """The run repair orders by the reference's float64 key; the compiled version must
+    round exactly as h2q's NumPy expression (its pairwise summation order included),
+    on keys whose squares span many magnitudes and codes with 0 bits."""
+    from biohash.metrics import _kernels
+    rng = np.random.default_rng(nbits)
+    q = rng.standard_normal(nbits) * np.exp(3 * rng.standard_normal(nbits))
+    d = rng.standard_normal((300, nbits)) * np.exp(3 * rng.standard_normal((300, nbits)))
+    d[rng.random(d.shape) < 0.1] = 0.0
+    q[: nbits // 4] = 0.0
+    want = 10 * (0.5 * (nbits - np.sign(d) @ np.sign(q))) + np.sum((d - q) ** 2, axis=1)
+    rows = rng.permutation(300)[:200]
+    got = _kernels.exact_keys(q, d, rows, np.empty(len(rows)))
+    assert np.array_equal(got, want[rows])
+
+
+@pytest.mark.parametrize("nbits,n_labels,multi", [(16, 5, True), (16, 7, False),
+                                                  (100, 70, True)])
+def test_unique_rows_take_the_one_pass_words(monkeypatch, nbits: int, n_labels: int,
+                                             multi: bool) -> None:
+    """Continuous features (every database row unique, no 0 bit): keys, relevance and
+    sort words come from one compiled pass; it must give the reference's values."""
+    from biohash.metrics import _kernels
+    calls = []
+    one_pass = _kernels.popcount_words
+    monkeypatch.setattr(_kernels, "popcount_words", lambda *a: calls.append(1) or one_pass(*a))
+    rng = np.random.default_rng(nbits + n_labels)
+    qf, df = rng.standard_normal((25, nbits)), rng.standard_normal((900, nbits))
+    if multi:
+        ql, dl = (rng.random((25, n_labels)) < 0.2), (rng.random((900, n_labels)) < 0.2)
+    else:
+        ql = np.eye(n_labels)[rng.integers(0, n_labels, 25)]
+        dl = np.eye(n_labels)[rng.integers(0, n_labels, 900)]
+    df[:, 0] = np.sign(df[:, 0]) * (np.round(np.abs(df[:, 0]), 1) + 0.1)  # near ties, no 0 bit
+    want = reference_metrics(qf, df, ql, dl, (10, 300), (0, 2), (50,))
+    got = evaluate_retrieval(qf, df, ql, dl, ks=(10, 300), radii=(0, 2), precision_ks=(50,))
+    assert len(calls) == 25
+    for key in got:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_long_mixed_runs_of_exact_ties() -> None:
+    """Hundreds of database copies of a few rows, relevant and not: runs of exactly
+    tied keys far longer than the insertion sort's reach, ordered by index."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((4, 16))
+    df = base[rng.integers(0, 4, size=2000)] + np.where(
+        rng.random((2000, 1)) < 0.1, rng.standard_normal((2000, 16)), 0.0)
+    dl = (rng.random((2000, 3)) < 0.4).astype(np.int8)
+    qf, ql = rng.standard_normal((12, 16)), (rng.random((12, 3)) < 0.5).astype(np.int8)
+    qf[:4] = base
+    want = reference_metrics(qf, df, ql, dl, (10, 500), (0, 3), (100,))
+    got = evaluate_retrieval(qf, df, ql, dl, ks=(10, 500), radii=(0, 3), precision_ks=(100,))
+    for key in got:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
 # ----------------------------------------------------------------- zero bits (h2q's Hamming)
 def test_zero_bits_count_half_as_in_h2q() -> None:
     """hamming = (nbits - q·d) / 2 on sign codes: a 0 bit counts 1/2 against anything."""

@@ -9,14 +9,16 @@ Here a chunk of queries is ranked at once:
    ``[-2q, |q|², 1]·[d, 1, |d|²]`` and ``10·hamming`` as one exact float32
    GEMM of sign codes. The full sort counts the Hamming distance instead
    (popcount of the XOR of sign bits, an integer number of bins added to
-   the rounded distance; codes with 0 bits are patched by a GEMV);
+   the rounded distance, in the same compiled pass that packs the words;
+   codes with 0 bits are patched by a GEMV);
 2. each key is quantised monotonically into the high bits of an integer
    "word" whose lowest bit is the item's relevance, so one SIMD value sort
    orders the items and carries their relevance along;
 3. neighbours whose quantised keys are less than two bins apart (bins are
    at least 4x the largest possible difference between a GEMM key and the
    reference's key, see :class:`Packing`) are re-ordered by the reference's
-   own float64 key (elementwise ``10·hamming + Σ(q - d)²``) and index. The
+   own float64 key (``10·hamming + Σ(q - d)²`` rounded as NumPy rounds it,
+   :func:`_kernels.exact_keys`) and index. The
    result is the reference's stable order exactly, ties included, whatever
    the GEMM rounding.
 
@@ -28,7 +30,7 @@ Two ways to use this:
   32-bit words ~2.5x faster than 64-bit ones. Without an index in the word,
   the repair only re-orders the runs of close keys that mix relevant and
   irrelevant items (the order inside any other run changes no metric); it
-  finds their items by quantised key (:func:`_run_members`);
+  finds their items by quantised key (:func:`_kernels.run_members`);
 * :func:`rank_prefix` ranks only the shortest prefix of each ranking that
   the top-k and Hamming-radius cutoffs need. Hamming dominates the key
   (consecutive hamming values are 10·0.5 = 5 apart, the distance term is in
@@ -42,10 +44,12 @@ Two ways to use this:
 
 All large arrays live in a reusable per-chunk workspace: fresh 30 MB arrays
 per chunk would cost more in page faults than the arithmetic. Only the GEMMs
-run on the whole chunk; everything after them (key sum, relevance, packing,
+run on the whole chunk; everything after them (keys, relevance, packing,
 sort, repair) runs one query row at a time, so a row's words stay in the
 core's cache through all of its passes instead of streaming each
-chunk-sized pass through memory.
+chunk-sized pass through memory. The full sort's per-row passes are
+compiled loops (:mod:`biohash.metrics._kernels`): one pass where NumPy
+needed about ten over the row.
 """
 from __future__ import annotations
 
@@ -55,13 +59,17 @@ from typing import Iterator
 
 import numpy as np
 
+from biohash.metrics import _kernels
+
 __all__ = ["Prepared", "prepare", "Packing", "Workspace", "rank_rows", "rank_prefix",
            "radius_key"]
 
 _MAGIC = 2.0**52
-#: Runs spanning at most this many quantised keys are screened with a table (see _run_members).
+#: Runs spanning at most this many quantised keys are screened with a table (_kernels.run_members).
 _TABLE_KEYS = 1 << 12
 _MAGIC_BITS = int(np.array(_MAGIC).view(np.int64))
+_NO_CLASS = np.empty(0, dtype=np.int32)
+_NO_INVERSE = np.empty(0, dtype=np.intp)
 
 
 @dataclass(frozen=True)
@@ -165,13 +173,6 @@ class Packing:
 
     def index(self, words: np.ndarray) -> np.ndarray:
         return (words >> 1) & ((1 << (self.shift - 1)) - 1)
-
-    @staticmethod
-    def relevance(words: np.ndarray) -> np.ndarray:
-        """Relevance bits as bool: the low byte of each little-endian word."""
-        if np.little_endian and words.flags.c_contiguous:
-            return (words.view(np.uint8)[..., ::words.itemsize] & 1).view(bool)
-        return (words & 1).astype(bool)
 
 
 @dataclass(frozen=True)
@@ -317,10 +318,10 @@ class Workspace:
     """Reusable buffers for up to ``rows`` queries.
 
     ``full``: buffers for :func:`rank_rows` (the distance GEMM of every pair,
-    and the Hamming GEMM unless ``popcount``; one row of quantised keys,
-    relevance, label words, sort words and their differences); otherwise
-    for :func:`rank_prefix` (both GEMMs and 2·hamming of every pair; keys
-    and relevance only for the prefix, per query).
+    and the Hamming GEMM unless ``popcount``; per row: keys, sort words and
+    the mixed-run repair's scratch); otherwise for :func:`rank_prefix` (both
+    GEMMs and 2·hamming of every pair; keys and relevance only for the
+    prefix, per query).
     """
 
     rows: int
@@ -331,22 +332,23 @@ class Workspace:
     popcount: bool = False
     dist: np.ndarray = field(init=False)   # (rows, U) float64 scaled keys on unique rows
     ham: np.ndarray = field(init=False)    # (rows, U) float32 scale·10·hamming (not popcount)
-    xor: np.ndarray = field(init=False)    # full, popcount: (U,) uint64 differing sign bits
-    count: np.ndarray = field(init=False)  # full, popcount: (U,) uint8/16 hamming
     key: np.ndarray = field(init=False)    # full: (U,) float64 one row's keys, rounded
     qkey_u: np.ndarray = field(init=False)  # full: (U,) uint32 quantised keys
-    qkey: np.ndarray = field(init=False)   # full: (N,) uint32 (aliases qkey_u if U == N)
-    rel: np.ndarray = field(init=False)    # full: (N,) uint32 one row's relevance (0/1)
-    bits: np.ndarray = field(init=False)   # full: (N,) uint64 one row's shared label bits
-    words: np.ndarray = field(init=False)  # full: (N,) uint32 one row's sort words
-    diff: np.ndarray = field(init=False)   # full: (N,) uint32 differences of sorted words
+    unsorted: np.ndarray = field(init=False)  # full: (N,) uint32 sort words by database index
+    words: np.ndarray = field(init=False)  # full: (N,) uint32 one row's sorted words
+    first: np.ndarray = field(init=False)  # full: (N // 2 + 1,) int64 mixed runs' first positions
+    last: np.ndarray = field(init=False)   # full: (N // 2 + 1,) int64 ... and last positions
+    items: np.ndarray = field(init=False)  # full: (N,) int64 the mixed runs' items
+    run: np.ndarray = field(init=False)    # full: (N,) int64 ... and their run
+    table: np.ndarray = field(init=False)  # full: (8192,) uint8 bit set screening the runs' keys
+    found: np.ndarray = field(init=False)  # (N,) int64 positions of one row's relevant items
     h2u: np.ndarray = field(init=False)    # prefix: (rows, U) uint8/16 2·hamming
     h2: np.ndarray = field(init=False)     # prefix: (rows, N) (aliases h2u if U == N)
 
     @staticmethod
     def bytes_per_pair(p: Prepared) -> int:
         """Upper bound of the workspace bytes per query-item pair (chunk-sized buffers)."""
-        # full: dist 8 (+ ham 4 without popcount; per-row buffers: at most 43 bytes per
+        # full: dist 8 (+ ham 4 without popcount; per-row buffers: at most 52 bytes per
         # item, once); prefix: dist 8 + ham 4 + 2·hamming 2 (+ 2 with duplicates)
         if not p.packing.indexed:
             return 8 if p.u_sign_bits is not None else 12
@@ -364,19 +366,19 @@ class Workspace:
         self.dist = np.empty((r, u))
         self.ham = np.empty((r, u), dtype=np.float32) if not (self.full and self.popcount) \
             else np.empty((0, u), dtype=np.float32)
-        self.xor = self.count = self.key = self.qkey_u = self.qkey = empty
-        self.rel = self.bits = self.words = self.diff = self.h2u = self.h2 = empty
+        self.key = self.qkey_u = self.unsorted = self.words = empty
+        self.first = self.last = self.items = self.run = self.table = self.h2u = self.h2 = empty
+        self.found = np.empty(n, dtype=np.int64)
         if self.full:
-            if self.popcount:
-                self.xor = np.empty(u, dtype=np.uint64)
-                self.count = np.empty(u, dtype=_h2_dtype(self.nbits))
             self.key = np.empty(u)
             self.qkey_u = np.empty(u, dtype=np.uint32)
-            self.qkey = self.qkey_u if u == n else np.empty(n, dtype=np.uint32)
-            self.rel = np.empty(n, dtype=np.uint32)
-            self.bits = np.empty(n, dtype=np.uint64)
+            self.unsorted = np.empty(n, dtype=np.uint32)
             self.words = np.empty(n, dtype=np.uint32)
-            self.diff = np.empty(n, dtype=np.uint32)
+            self.first = np.empty(n // 2 + 1, dtype=np.int64)
+            self.last = np.empty(n // 2 + 1, dtype=np.int64)
+            self.items = np.empty(n, dtype=np.int64)
+            self.run = np.empty(n, dtype=np.int64)
+            self.table = np.zeros((1 << 16) // 8, dtype=np.uint8)
         else:
             self.h2u = np.empty((r, u), dtype=_h2_dtype(self.nbits))
             self.h2 = self.h2u if u == n else np.empty((r, n), dtype=self.h2u.dtype)
@@ -389,11 +391,9 @@ def radius_key(radius: int) -> float:
 
 
 def _exact_keys(p: Prepared, query: int, items: np.ndarray) -> np.ndarray:
-    """The reference's float64 keys, elementwise: 10·hamming + Σ(q - d)²."""
-    q = p.q_norm[query]
-    d = p.u_norm[items if p.inverse is None else p.inverse[items]]
-    ham = 0.5 * (p.nbits - np.sign(d) @ np.sign(q))
-    return 10 * ham + np.sum((d - q) ** 2, axis=1)
+    """The reference's float64 keys of database ``items``: 10·hamming + Σ(q - d)²."""
+    rows = items if p.inverse is None else p.inverse[items]
+    return _kernels.exact_keys(p.q_norm[query], p.u_norm, rows, np.empty(len(rows)))
 
 
 def _runs(near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -445,32 +445,6 @@ def _chunk_gemms(p: Prepared, ws: Workspace, start: int, stop: int,
     return dist, ham
 
 
-def _popcount_keys(p: Prepared, ws: Workspace, query: int, quantised: np.ndarray,
-                   out: np.ndarray) -> np.ndarray:
-    """Quantised keys ``round(scale·distance) + scale·10·hamming`` of one query
-    (whose code has no 0 bit) against every unique database row, into ``out``.
-
-    The Hamming distance is the number of differing sign bits, counted per
-    row and in cache (cheaper than the Hamming GEMM's chunk-sized output);
-    database codes with 0 bits get their exact ``2·hamming = nbits - q·d``
-    from a small GEMV instead.
-    """
-    assert p.q_sign_bits is not None and p.u_sign_bits is not None
-    for w in range(p.u_sign_bits.shape[1]):
-        np.bitwise_xor(p.u_sign_bits[:, w], p.q_sign_bits[query, w], out=ws.xor)
-        if w == 0:
-            np.bitwise_count(ws.xor, out=ws.count)
-        else:
-            ws.count += np.bitwise_count(ws.xor)
-    np.multiply(ws.count, np.uint32(10 * p.packing.scale), out=out)
-    out += quantised
-    if len(p.u_zero_rows):
-        h2 = p.nbits - p.u_zero_codes @ np.sign(p.q_norm[query]).astype(np.float32)
-        out[p.u_zero_rows] = quantised[p.u_zero_rows] + (h2 * (5 * p.packing.scale)).astype(
-            np.uint32)
-    return out
-
-
 def _relevance(p: Prepared, query: int, items: np.ndarray | None, out: np.ndarray | None = None,
                bits: np.ndarray | None = None) -> np.ndarray:
     """Relevance (shared label) of database ``items`` (all if None) to one query.
@@ -490,60 +464,55 @@ def _relevance(p: Prepared, query: int, items: np.ndarray | None, out: np.ndarra
     return np.not_equal(d_bits & q_bits, 0).any(axis=1, out=out)
 
 
-def _run_members(quantised: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                 scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(database index, run) of every item whose quantised key lies in one of
-    the disjoint, ascending ranges ``[lo[j], hi[j]]``, ascending by index.
+def _quantised_row(p: Prepared, ws: Workspace, query: int, dist: np.ndarray,
+                   ham: np.ndarray | None) -> np.ndarray:
+    """Quantised keys ``round(scale·distance) + scale·10·hamming`` of one query
+    against every unique database row (``ws.qkey_u``).
 
-    Runs usually span a few bins, so items are first screened by the low 16
-    bits of their key against a 64 KB table of the runs' keys (one lookup
-    per item instead of a binary search), then checked exactly.
-    ``scratch``: an intp buffer of ``len(quantised)`` items.
+    With sign bits (no Hamming GEMM) the Hamming distance is the number of
+    differing bits, counted in the same pass as the rounding; database codes
+    with 0 bits get their exact ``2·hamming = nbits - q·d`` from a small GEMV,
+    and a query code with 0 bits its whole Hamming row from one.
     """
-    span = hi.astype(np.int64) - lo + 1
-    if span.sum() <= _TABLE_KEYS:
-        keys = np.repeat(lo.astype(np.int64) - np.cumsum(span) + span, span) + np.arange(
-            span.sum())
-        table = np.zeros(1 << 16, dtype=bool)
-        table[keys & 0xFFFF] = True
-        np.bitwise_and(quantised, 0xFFFF, out=scratch, casting="unsafe")
-        candidates = np.flatnonzero(np.take(table, scratch))
-    else:  # long runs (heavy ties, coarse bins): check every item
-        candidates = np.arange(len(quantised))
-    q = quantised[candidates]
-    run = np.searchsorted(lo, q, side="right") - 1
-    inside = (run >= 0) & (q <= hi[np.maximum(run, 0)])
-    return candidates[inside], run[inside]
+    pk = p.packing
+    if ham is None and not p.q_zero[query]:
+        assert p.q_sign_bits is not None and p.u_sign_bits is not None
+        qkey = _kernels.popcount_keys(dist, p.q_sign_bits[query], p.u_sign_bits,
+                                      np.uint32(10 * pk.scale), ws.qkey_u)
+        if len(p.u_zero_rows):
+            h2 = p.nbits - p.u_zero_codes @ np.sign(p.q_norm[query]).astype(np.float32)
+            qkey[p.u_zero_rows] = (np.rint(dist[p.u_zero_rows]).astype(np.uint32)
+                                   + (h2 * (5 * pk.scale)).astype(np.uint32))
+        return qkey
+    ham_row = ham if ham is not None else p.u_ham @ p.q_ham[query]
+    key = np.add(dist, ham_row, out=ws.key)                # scale·(dist + 10·hamming)
+    np.copyto(ws.qkey_u, pk.quantise(key, out=ws.key))
+    return ws.qkey_u
 
 
-def _repair_relevance(p: Prepared, ws: Workspace, query: int, words: np.ndarray,
-                      quantised: np.ndarray, rel: np.ndarray) -> None:
-    """Give the runs of close keys in sorted 32-bit ``words`` that mix relevant
-    and irrelevant items their relevance in the reference's order, in place.
+def _row_words(p: Prepared, ws: Workspace, query: int, dist: np.ndarray,
+               ham: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """One query's sort words ``quantised key << 1 | relevance`` by database
+    index, twice: (``ws.unsorted``, ``ws.words``, the copy to sort).
 
-    ``quantised`` and ``rel``: every item's quantised key and relevance, by
-    database index. A run (see :func:`_repair_row`) holds exactly the items
-    whose quantised keys lie between its first and last key (the words are
-    sorted and the run's neighbours are two bins away or more), so those
-    items, ordered by (exact key, index), give its relevance bits. Two
-    neighbours' relevance differs iff their words differ by an odd number.
+    Usually (sign bits, every database row unique, no code with 0 bits) the
+    keys, relevance and words come from one compiled pass; otherwise the
+    keys of the unique rows first (:func:`_quantised_row`), then the words.
     """
-    n = len(words)
-    diff = np.subtract(words[1:], words[:-1], out=ws.diff[:max(n - 1, 0)])
-    near = np.flatnonzero(diff < p.packing.near)
-    if not len(near):
-        return
-    first, last, head = _runs(near)
-    mixed = np.logical_or.reduceat(diff[near] & 1, head).astype(bool)
-    if not mixed.any():
-        return
-    first, last = first[mixed], last[mixed]
-    items, run = _run_members(quantised, words[first] >> 1, words[last] >> 1,
-                              ws.bits.view(np.intp))
-    order = np.lexsort((items, _exact_keys(p, query, items), run))
-    length = last - first + 1
-    positions = np.repeat(first - np.cumsum(length) + length, length) + np.arange(length.sum())
-    words[positions] = (words[positions] & np.uint32(0xFFFFFFFE)) | rel[items[order]]
+    one_hot = p.d_class is not None
+    relevance = (p.d_class if one_hot else _NO_CLASS,
+                 p.q_class[query] if one_hot else np.int32(0),
+                 p.d_label_bits, p.q_label_bits[query])
+    if (ham is None and not p.q_zero[query] and p.inverse is None
+            and not len(p.u_zero_rows)):
+        _kernels.popcount_words(dist, p.q_sign_bits[query], p.u_sign_bits,
+                                np.uint32(10 * p.packing.scale), *relevance,
+                                ws.unsorted, ws.words)
+    else:
+        qkey = _quantised_row(p, ws, query, dist, ham)
+        _kernels.pack_words(qkey, _NO_INVERSE if p.inverse is None else p.inverse, *relevance,
+                            ws.unsorted, ws.words)
+    return ws.unsorted, ws.words
 
 
 def rank_rows(p: Prepared, ws: Workspace, start: int, stop: int) -> Iterator[np.ndarray]:
@@ -553,38 +522,16 @@ def rank_rows(p: Prepared, ws: Workspace, start: int, stop: int) -> Iterator[np.
     The words' relevance bits, in order, are the relevance of the
     reference's ranking, position by position, and their keys ascend; the
     items are not named (``p`` must be prepared with ``indexed=False``).
-
-    Quantised keys: ``round(scale·distance) + scale·10·hamming``, the
-    second term an integer, counted by popcount when every bit is ±1 (else
-    the Hamming GEMM is added before rounding). Keys of unique rows are
-    quantised, then spread to duplicate rows.
     """
-    pk = p.packing
-    assert not pk.indexed
+    assert not p.packing.indexed
     dist, ham = _chunk_gemms(p, ws, start, stop, hamming=p.u_sign_bits is None)
     for r in range(stop - start):
         query = start + r
-        key = dist[r]
-        if ham is not None:
-            ham_row = ham[r]
-        elif p.q_zero[query]:  # a query code with 0 bits: its Hamming row by GEMV
-            ham_row = p.u_ham @ p.q_ham[query]
-        else:
-            ham_row = None
-        if ham_row is not None:
-            key = np.add(key, ham_row, out=ws.key)          # scale·(dist + 10·hamming)
-        quantised = pk.quantise(key, out=ws.key)
-        if ham_row is None:
-            qkey = _popcount_keys(p, ws, query, quantised, out=ws.qkey_u)
-        else:
-            qkey = ws.qkey_u
-            np.copyto(qkey, quantised)
-        if p.inverse is not None:
-            qkey = np.take(qkey, p.inverse, out=ws.qkey)
-        rel = _relevance(p, query, None, out=ws.rel, bits=ws.bits)
-        words = pk.words32(qkey, rel, out=ws.words)
+        unsorted, words = _row_words(p, ws, query, dist[r], None if ham is None else ham[r])
         words.sort()
-        _repair_relevance(p, ws, query, words, qkey, rel)
+        _kernels.repair_relevance(words, unsorted, np.uint32(p.packing.near), p.q_norm[query],
+                                  p.u_norm, _NO_INVERSE if p.inverse is None else p.inverse,
+                                  ws.table, _TABLE_KEYS, ws.first, ws.last, ws.items, ws.run)
         yield words
 
 

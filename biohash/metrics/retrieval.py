@@ -46,25 +46,23 @@ import contextlib
 import math
 import os
 import queue
-import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
 
 from biohash.errors import ConfigError, DataError
+from biohash.metrics._kernels import row_ap
+from biohash.metrics.keys import KS, PRECISION_KS, RADII
 from biohash.metrics._ranking import (Prepared, Workspace, prepare, radius_key, rank_prefix,
                                       rank_rows)
 
-__all__ = ["retrieval_map", "evaluate_retrieval", "metric_name", "headline_key",
-           "normalize_features", "hash_codes", "KS", "RADII", "PRECISION_KS", "REPORTED_METRICS"]
+__all__ = ["retrieval_map", "evaluate_retrieval", "normalize_features", "hash_codes", "warm_up"]
 
 #: Chunks run on at most this many threads (each with its own workspace).
 _MAX_WORKERS = 4
 _MIN_PAIRS_PER_WORKER = 4_000_000
 _DEFAULT_MEMORY_BUDGET = 256 * 2**20
-_AP_BLOCK = 1024  # relevant items per partial sum of an AP (see _row_ap)
-_KEY_RE = re.compile(r"^(mAP|P)(?:_at_(k|h)=(\d+))?$")
 
 
 def normalize_features(features: np.ndarray) -> np.ndarray:
@@ -77,37 +75,6 @@ def normalize_features(features: np.ndarray) -> np.ndarray:
 def hash_codes(features: np.ndarray) -> np.ndarray:
     """h2q's hash codes: ``np.sign`` of the normalised features (int8, 0 kept)."""
     return np.sign(normalize_features(features)).astype(np.int8)
-
-
-# --------------------------------------------------------------------------- keys
-def metric_name(key: str) -> str:
-    """MLflow-safe flat name of an h2q metric key (MLflow forbids ``=``).
-
-    ``mAP_at_k=1000 -> mAP_at_1000``, ``mAP_at_h=0 -> mAP_at_h0``,
-    ``P_at_k=100 -> P_at_100``, ``mAP -> mAP``.
-    """
-    m = _KEY_RE.match(key)
-    if m is None:
-        raise ConfigError(f"unknown metric key {key!r}; expected 'mAP', 'mAP_at_k=<k>', "
-                          "'mAP_at_h=<radius>' or 'P_at_k=<k>'")
-    stem, kind, value = m.groups()
-    if kind is None:
-        return stem
-    return f"{stem}_at_{value}" if kind == "k" else f"{stem}_at_h{value}"
-
-
-
-#: What the pipeline reports: mAP@k, mAP within Hamming radius h, precision@k.
-KS, RADII, PRECISION_KS = (1000, 5000), (0, 1, 2), (100, 1000)
-#: Flat names of ``evaluate_retrieval``'s default keys, in report order
-#: (``mAP``, ``mAP_at_1000`` ... ``P_at_1000``): result columns and MLflow keys.
-REPORTED_METRICS = tuple(metric_name(key) for key in (
-    "mAP", *(f"mAP_at_k={k}" for k in KS), *(f"mAP_at_h={h}" for h in RADII),
-    *(f"P_at_k={k}" for k in PRECISION_KS)))
-
-def headline_key(db: str) -> str:
-    """The paper's headline metric (the trial ``score``) for dataset ``db``."""
-    return "mAP_at_k=1000" if db == "ImageNet" else "mAP_at_k=5000"
 
 
 # --------------------------------------------------------------------------- validation
@@ -151,37 +118,8 @@ def _check_cutoff(name: str, value: object, minimum: int) -> int:
 
 
 # --------------------------------------------------------------------------- metrics
-def _row_ap(rel: np.ndarray, lengths: np.ndarray, ranks: np.ndarray, ap: np.ndarray,
-            n_rel: np.ndarray) -> None:
-    """AP and relevant counts of one ranked row at each cutoff length, into ``ap``/``n_rel``.
-
-    ``rel``: relevance in ranked order (the whole list or a prefix at least
-    as long as every length). Only the relevant items' positions are used,
-    so a prefix gives bit-identical values to the whole list. ``ranks``:
-    1.0, 2.0, ... N as float64 (shared, so no per-row int->float passes).
-    """
-    found = np.flatnonzero(rel)  # 0-based positions of the relevant items
-    n_rel[:] = np.searchsorted(found, lengths)  # relevant items at positions <= length
-    top = int(n_rel.max())
-    if top == 0:
-        return
-    # precision at the i-th relevant item = i / position_i, summed up to each count:
-    # whole blocks of _AP_BLOCK by one reduceat and a short running total, the rest
-    # directly. Each sum depends only on its count, not on the other cutoffs or the
-    # list's length, so every path and cutoff set gives bit-identical values.
-    precision = ranks[:top] / ranks[found[:top]]
-    whole = top - top % _AP_BLOCK
-    blocks = np.cumsum(np.add.reduceat(precision[:whole], np.arange(0, whole, _AP_BLOCK))
-                       if whole else np.zeros(0))
-    for j, count in enumerate(n_rel.tolist()):
-        if count:
-            nb = count // _AP_BLOCK
-            head = blocks[nb - 1] if nb else 0.0
-            ap[j] = (head + precision[nb * _AP_BLOCK:count].sum()) / count
-
-
 def _chunk_full(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.ndarray,
-                radii: Sequence[int], ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                radii: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """AP and relevant counts (n, n_cut) of queries ``start:stop`` from full rankings.
 
     ``fixed``: list lengths of the fixed cutoffs (full list, top-k's); the
@@ -197,12 +135,12 @@ def _chunk_full(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.nda
     lengths[:len(fixed)] = fixed
     for r, row in enumerate(rank_rows(p, ws, start, stop)):
         lengths[len(fixed):] = np.searchsorted(row, thresholds)
-        _row_ap(p.packing.relevance(row), lengths, ranks, ap[r], n_rel[r])
+        row_ap(row, lengths, ws.found, ap[r], n_rel[r])
     return ap, n_rel
 
 
 def _chunk_prefix(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.ndarray,
-                  radii: Sequence[int], ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  radii: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`_chunk_full` for top-k and radius cutoffs only, from ranking
     prefixes (``_ranking.rank_prefix``): O(N) selection instead of a sort."""
     ap = np.zeros((stop - start, len(fixed) + len(radii)))
@@ -214,7 +152,7 @@ def _chunk_prefix(p: Prepared, ws: Workspace, start: int, stop: int, fixed: np.n
                            radius2=max(radius2, default=0))
     for r, (words, counts) in enumerate(prefixes):
         lengths[len(fixed):] = counts[radius2]
-        _row_ap(p.packing.relevance(words), lengths, ranks, ap[r], n_rel[r])
+        row_ap(words, lengths, ws.found, ap[r], n_rel[r])
     return ap, n_rel
 
 
@@ -262,7 +200,6 @@ def _evaluate(query_features, db_features, query_labels, db_labels, *, full: boo
     n_chunks += -n_chunks % workers
     rows = -(-n_q // n_chunks)
     spans = [(s, min(s + rows, n_q)) for s in range(0, n_q, rows)]
-    ranks = np.arange(1.0, p.n_db + 1.0)
     spaces = queue.SimpleQueue()
     for _ in range(min(workers, len(spans))):
         spaces.put(Workspace.of(p, rows))
@@ -270,7 +207,7 @@ def _evaluate(query_features, db_features, query_labels, db_labels, *, full: boo
     def run(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         ws = spaces.get()  # one workspace per running task: bounded memory
         try:
-            return chunk(p, ws, *span, fixed, radii, ranks)
+            return chunk(p, ws, *span, fixed, radii)
         finally:
             spaces.put(ws)
 
@@ -359,3 +296,28 @@ def retrieval_map(query_features: np.ndarray, db_features: np.ndarray,
                     precision_ks=(), memory_budget=_DEFAULT_MEMORY_BUDGET)
     (value,) = res.values()
     return value
+
+
+def warm_up() -> None:
+    """Compile, or load from Numba's on-disk cache, the kernels of the common
+    paths (full list and ranking prefixes; unique rows, duplicates and 0 bits;
+    one-hot, multi-label, and over 64 labels as MS_COCO's 80) on tiny inputs.
+
+    The first process after an install compiles them (~10 s on 2 cores) and
+    caches them next to the package; later processes load them in well under
+    a second. Called by cluster setup (so trials do not compile) and before
+    the test suite's workers start.
+    """
+    rng = np.random.default_rng(0)
+    q, d = rng.standard_normal((3, 16)), rng.standard_normal((40, 16))
+    multi = (rng.random((3, 4)) < 0.5, rng.random((40, 4)) < 0.5)
+    wide = (rng.random((3, 80)) < 0.1, rng.random((40, 80)) < 0.1)
+    one_hot = (np.eye(4)[rng.integers(0, 4, 3)], np.eye(4)[rng.integers(0, 4, 40)])
+    tied = d.copy()
+    tied[:20] = tied[20:]      # duplicate rows
+    tied[:3, 0] = 0.0          # 0 bits
+    for db in (d, tied):
+        for labels in (multi, one_hot, wide):
+            evaluate_retrieval(q, db, labels[0], labels[1], ks=(5,), radii=(1,),
+                               precision_ks=(5,))
+            retrieval_map(q, db, labels[0], labels[1], k=5)
