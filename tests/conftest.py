@@ -17,6 +17,16 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config) -> None:
+    """Once, before xdist's workers start (or a plain run's tests): compile the
+    metrics' kernels, or load them from Numba's cache, so that no worker or
+    trial process compiles them in parallel with the others."""
+    if not hasattr(config, "workerinput"):
+        from biohash.metrics.retrieval import warm_up
+
+        warm_up()
+
+
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory):
     """A data root with DIGITS and DIGITS_ML processed (real sklearn data)."""
