@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -c "from biohash.metrics.retrieval import warm_up; warm_up()"  # compile the metrics' kernels once
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -305,8 +305,8 @@ def warm_up() -> None:
 
     The first process after an install compiles them (~10 s on 2 cores) and
     caches them next to the package; later processes load them in well under
-    a second. Called by cluster setup (so trials do not compile) and before
-    the test suite's workers start.
+    a second. Called by ``make``'s install step, by cluster node setup (so
+    trials do not compile) and before the test suite's workers start.
     """
     rng = np.random.default_rng(0)
     q, d = rng.standard_normal((3, 16)), rng.standard_normal((40, 16))
