@@ -21,7 +21,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["popcount_keys", "pack_words", "popcount_words", "mixed_runs", "run_members",
+__all__ = ["relevance", "popcount_keys", "pack_words", "popcount_words", "mixed_runs", "run_members",
            "exact_keys", "repair_relevance", "row_ap"]
 
 _jit = njit(nogil=True, cache=True, boundscheck=False)
@@ -100,6 +100,14 @@ def _count_at_most(sorted_values, x):
         else:
             hi = mid
     return lo
+
+
+@_jit
+def relevance(items, d_class, q_class, d_bits, q_bits, out):
+    """``out[k]`` = relevance (0/1) of database item ``items[k]``, as ``_relevant``."""
+    for k in range(items.shape[0]):
+        out[k] = _relevant(items[k], d_class, q_class, d_bits, q_bits)
+    return out
 
 
 @_jit

@@ -445,23 +445,12 @@ def _chunk_gemms(p: Prepared, ws: Workspace, start: int, stop: int,
     return dist, ham
 
 
-def _relevance(p: Prepared, query: int, items: np.ndarray | None, out: np.ndarray | None = None,
-               bits: np.ndarray | None = None) -> np.ndarray:
-    """Relevance (shared label) of database ``items`` (all if None) to one query.
-
-    One-hot data compares two integers; multi-label data ANDs the packed
-    label words (``bits``: an optional uint64 scratch of the result's size).
-    ``out`` may be bool or an integer type (0/1).
-    """
-    if p.d_class is not None:
-        d_class = p.d_class if items is None else p.d_class[items]
-        return np.equal(d_class, p.q_class[query], out=out)
-    d_bits = p.d_label_bits if items is None else p.d_label_bits[items]  # (c, W)
-    q_bits = p.q_label_bits[query]
-    if d_bits.shape[1] == 1:  # <= 64 labels: one word each
-        shared = np.bitwise_and(d_bits[:, 0], q_bits[0], out=bits)
-        return np.not_equal(shared, 0, out=out)
-    return np.not_equal(d_bits & q_bits, 0).any(axis=1, out=out)
+def _relevance_of(p: Prepared, query: int) -> tuple:
+    """The arguments after the item of ``_kernels``' relevance of an item to
+    ``query``: class equality for one-hot data, else shared packed label bits."""
+    one_hot = p.d_class is not None
+    return (p.d_class if one_hot else _NO_CLASS, p.q_class[query] if one_hot else np.int32(0),
+            p.d_label_bits, p.q_label_bits[query])
 
 
 def _quantised_row(p: Prepared, ws: Workspace, query: int, dist: np.ndarray,
@@ -499,10 +488,7 @@ def _row_words(p: Prepared, ws: Workspace, query: int, dist: np.ndarray,
     keys, relevance and words come from one compiled pass; otherwise the
     keys of the unique rows first (:func:`_quantised_row`), then the words.
     """
-    one_hot = p.d_class is not None
-    relevance = (p.d_class if one_hot else _NO_CLASS,
-                 p.q_class[query] if one_hot else np.int32(0),
-                 p.d_label_bits, p.q_label_bits[query])
+    relevance = _relevance_of(p, query)
     if (ham is None and not p.q_zero[query] and p.inverse is None
             and not len(p.u_zero_rows)):
         _kernels.popcount_words(dist, p.q_sign_bits[query], p.u_sign_bits,
@@ -561,7 +547,8 @@ def rank_prefix(p: Prepared, ws: Workspace, start: int, stop: int, *,
         rows = items if p.inverse is None else p.inverse[items]
         key = dist[r, rows]                                 # same float ops as rank_rows
         key += ham[r, rows]
-        rel = _relevance(p, start + r, items)
+        rel = _kernels.relevance(items, *_relevance_of(p, start + r),
+                                 np.empty(len(items), dtype=np.uint32))
         words = p.packing.words_inplace(key, p.offsets[items], rel)
         words.sort()
         _repair_row(p, start + r, words)

@@ -28,8 +28,9 @@ rankings are sorted once in full. Otherwise (top-k and radius cutoffs only,
 e.g. ``retrieval_map(k=5000)``) only the ranking prefix the cutoffs reach is
 selected in O(N), by counting the integer 2·hamming values, and sorted; the
 values are bit-identical to the full sort's. Chunks run on up to four
-threads (NumPy's sort, ufuncs and BLAS release the GIL); per-query values
-are summed once at the end, so results do not depend on the chunking.
+threads (NumPy's sort and BLAS, and the compiled per-row loops, release the
+GIL); per-query values are summed once at the end, so results do not depend
+on the chunking.
 
 Exactness: keys come from GEMMs, so they can differ from the reference's
 elementwise float64 keys in the last bits (by less than a proven bound,
@@ -53,9 +54,9 @@ import numpy as np
 
 from biohash.errors import ConfigError, DataError
 from biohash.metrics._kernels import row_ap
-from biohash.metrics.keys import KS, PRECISION_KS, RADII
 from biohash.metrics._ranking import (Prepared, Workspace, prepare, radius_key, rank_prefix,
                                       rank_rows)
+from biohash.metrics.keys import KS, PRECISION_KS, RADII
 
 __all__ = ["retrieval_map", "evaluate_retrieval", "normalize_features", "hash_codes", "warm_up"]
 
@@ -215,7 +216,7 @@ def _evaluate(query_features, db_features, query_labels, db_labels, *, full: boo
     # the chunking, so both paths give bit-identical metrics.
     ap = np.zeros((n_q, len(fixed) + len(radii)))
     n_rel = np.zeros(ap.shape, dtype=np.int64)
-    # NumPy's sort, ufuncs and BLAS release the GIL, so threads overlap chunks.
+    # NumPy's sort, BLAS and the compiled loops release the GIL, so threads overlap chunks.
     with _single_threaded_blas(workers > 1), ThreadPoolExecutor(max_workers=workers) as pool:
         for (s, e), (ap_c, n_rel_c) in zip(spans, pool.map(run, spans) if workers > 1
                                            else map(run, spans)):
