@@ -312,7 +312,9 @@ def _byte_stream(seed: int, device: torch.device, most: int) -> Callable[[int], 
     """
     if device.type == "cpu":
         bits = np.random.PCG64(seed)
-        return lambda n: torch.from_numpy(bits.random_raw((n + 7) // 8).view(np.uint8)[:n])
+        # little-endian bytes as documented (astype is a no-op on little-endian hosts)
+        return lambda n: torch.from_numpy(
+            bits.random_raw((n + 7) // 8).astype("<u8", copy=False).view(np.uint8)[:n])
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     buffer = torch.empty((most + 7) // 8, dtype=torch.int64, device=device)

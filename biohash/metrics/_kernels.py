@@ -21,13 +21,15 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["relevance", "popcount_keys", "pack_words", "popcount_words", "mixed_runs", "run_members",
-           "exact_keys", "repair_relevance", "row_ap"]
+__all__ = ["MAGIC", "relevance", "popcount_keys", "pack_words", "popcount_words", "mixed_runs",
+           "run_members", "exact_keys", "repair_relevance", "row_ap"]
 
 _jit = njit(nogil=True, cache=True, boundscheck=False)
 
 
-_MAGIC = 2.0**52
+#: Adding this to a float in [0, 2**51) leaves it rounded (half to even) to an integer in
+#: the low mantissa bits: the one rounding of every quantised key (here and ``_ranking``).
+MAGIC = 2.0**52
 #: Neighbour pairs per block of the vectorised screen in mixed_runs (one branch a block).
 _BLOCK = 64
 
@@ -71,7 +73,7 @@ def _key(scaled, q_bits, u_bits, u, step):
         for w in range(q_bits.shape[0]):
             total += _popcount(q_bits[w] ^ u_bits[u, w])
         count = np.uint32(total)
-    return _low_bits(scaled + _MAGIC) + count * step
+    return _low_bits(scaled + MAGIC) + count * step
 
 
 @njit(inline="always")
@@ -146,14 +148,16 @@ def popcount_words(scaled_dist, sign_q, sign_u, step, d_class, q_class, d_bits, 
 
 @_jit
 def mixed_runs(words, near, first, last):
-    """Runs of sorted ``words`` that mix relevant and irrelevant items.
+    """Runs of close keys in sorted ``words`` that mix relevant and irrelevant
+    items: maximal stretches of neighbours less than ``near`` apart in which
+    some neighbours differ by an odd number (their relevance bits differ).
+    Only these need repairing: the order inside any other run changes no
+    metric.
 
-    A run is a maximal stretch of neighbours less than ``near`` apart; it
-    mixes iff some neighbours in it differ by an odd number (their
-    relevance bits differ). Writes the runs' first and last positions into
-    ``first``/``last`` (each at least ``len(words) // 2`` long) and returns
-    how many. Close neighbours are rare: blocks without any are skipped
-    after one vectorised count.
+    Writes the runs' first and last positions into ``first``/``last`` (each
+    at least ``len(words) // 2`` long) and returns how many. Close
+    neighbours are rare: blocks without any are skipped after one
+    vectorised count.
     """
     n_runs = 0
     start = -1    # first position of the open run, if any

@@ -27,10 +27,10 @@ Two ways to use this:
 * :func:`rank_rows` sorts every query's whole database (needed for the
   full-list mAP). Its words are 32-bit, ``quantised key | relevance``:
   metrics only need the relevance of each ranked position, and NumPy sorts
-  32-bit words ~2.5x faster than 64-bit ones. Without an index in the word,
-  the repair only re-orders the runs of close keys that mix relevant and
-  irrelevant items (the order inside any other run changes no metric); it
-  finds their items by quantised key (:func:`_kernels.run_members`);
+  32-bit words ~2.5x faster than 64-bit ones. Both paths repair only the
+  runs of close keys that mix relevant and irrelevant items (the order
+  inside any other run changes no metric); without an index in the word,
+  this one finds their items by quantised key (:func:`_kernels.run_members`);
 * :func:`rank_prefix` ranks only the shortest prefix of each ranking that
   the top-k and Hamming-radius cutoffs need. Hamming dominates the key
   (consecutive hamming values are 10·0.5 = 5 apart, the distance term is in
@@ -38,9 +38,10 @@ Two ways to use this:
   ranking. Counting the integer 2·hamming values (at most 2·nbits + 1 of
   them) finds the smallest such t holding the top k in O(N); only those
   items get keys, relevance and a sort. Its words are 64-bit, ``quantised
-  key | database index | relevance``, so the repair re-sorts every run, and
-  a repaired run never crosses a hamming boundary (keys there are >= 1
-  apart): the prefix is exactly the first items of the full ranking.
+  key | database index | relevance``, so the repair re-sorts a mixed run's
+  words directly, and a run never crosses a hamming boundary (keys there
+  are >= 1 apart): the prefix's relevance is exactly that of the first
+  items of the full ranking.
 
 All large arrays live in a reusable per-chunk workspace: fresh 30 MB arrays
 per chunk would cost more in page faults than the arithmetic. Only the GEMMs
@@ -64,7 +65,7 @@ from biohash.metrics import _kernels
 __all__ = ["Prepared", "prepare", "Packing", "Workspace", "rank_rows", "rank_prefix",
            "radius_key"]
 
-_MAGIC = 2.0**52
+_MAGIC = _kernels.MAGIC
 #: Runs spanning at most this many quantised keys are screened with a table (_kernels.run_members).
 _TABLE_KEYS = 1 << 12
 _MAGIC_BITS = int(np.array(_MAGIC).view(np.int64))
@@ -336,8 +337,8 @@ class Workspace:
     qkey_u: np.ndarray = field(init=False)  # full: (U,) uint32 quantised keys
     unsorted: np.ndarray = field(init=False)  # full: (N,) uint32 sort words by database index
     words: np.ndarray = field(init=False)  # full: (N,) uint32 one row's sorted words
-    first: np.ndarray = field(init=False)  # full: (N // 2 + 1,) int64 mixed runs' first positions
-    last: np.ndarray = field(init=False)   # full: (N // 2 + 1,) int64 ... and last positions
+    first: np.ndarray = field(init=False)  # (N // 2 + 1,) int64 runs' first positions
+    last: np.ndarray = field(init=False)   # (N // 2 + 1,) int64 ... and last positions
     items: np.ndarray = field(init=False)  # full: (N,) int64 the mixed runs' items
     run: np.ndarray = field(init=False)    # full: (N,) int64 ... and their run
     table: np.ndarray = field(init=False)  # full: (8192,) uint8 bit set screening the runs' keys
@@ -367,15 +368,15 @@ class Workspace:
         self.ham = np.empty((r, u), dtype=np.float32) if not (self.full and self.popcount) \
             else np.empty((0, u), dtype=np.float32)
         self.key = self.qkey_u = self.unsorted = self.words = empty
-        self.first = self.last = self.items = self.run = self.table = self.h2u = self.h2 = empty
+        self.items = self.run = self.table = self.h2u = self.h2 = empty
+        self.first = np.empty(n // 2 + 1, dtype=np.int64)
+        self.last = np.empty(n // 2 + 1, dtype=np.int64)
         self.found = np.empty(n, dtype=np.int64)
         if self.full:
             self.key = np.empty(u)
             self.qkey_u = np.empty(u, dtype=np.uint32)
             self.unsorted = np.empty(n, dtype=np.uint32)
             self.words = np.empty(n, dtype=np.uint32)
-            self.first = np.empty(n // 2 + 1, dtype=np.int64)
-            self.last = np.empty(n // 2 + 1, dtype=np.int64)
             self.items = np.empty(n, dtype=np.int64)
             self.run = np.empty(n, dtype=np.int64)
             self.table = np.zeros((1 << 16) // 8, dtype=np.uint8)
@@ -396,32 +397,15 @@ def _exact_keys(p: Prepared, query: int, items: np.ndarray) -> np.ndarray:
     return _kernels.exact_keys(p.q_norm[query], p.u_norm, rows, np.empty(len(rows)))
 
 
-def _runs(near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of a sorted row from the ascending positions ``i`` of its close
-    neighbour pairs ``(i, i + 1)`` (at least one): each run's first and last
-    position, and the index into ``near`` of its first pair."""
-    starts = np.empty(len(near), dtype=bool)
-    starts[0] = True
-    np.greater(near[1:], near[:-1] + 1, out=starts[1:])
-    head = np.flatnonzero(starts)
-    ends = np.empty_like(head)
-    ends[:-1], ends[-1] = head[1:] - 1, len(near) - 1
-    return near[head], near[ends] + 1, head
-
-
-def _repair_row(p: Prepared, query: int, row: np.ndarray) -> None:
-    """Re-sort each run of close quantised keys of a sorted row by (exact
-    key, index), in place (see :class:`Packing` for why this is exact).
-
-    A run is a maximal stretch of neighbours whose words differ by less
-    than two bins (``Packing.near``): every pair one bin apart or in the
-    same bin, and some two bins apart (re-sorting those too is harmless).
+def _repair_row(p: Prepared, ws: Workspace, query: int, row: np.ndarray) -> None:
+    """Re-sort each run of close quantised keys that mixes relevant and
+    irrelevant items (:func:`_kernels.mixed_runs`) of a sorted indexed row by
+    (exact key, index), in place (see :class:`Packing` for why this is exact;
+    the order inside any other run changes no metric).
     """
     pk = p.packing
-    near = np.flatnonzero(np.subtract(row[1:], row[:-1]) < pk.near)
-    if not len(near):
-        return
-    for first, last in zip(*_runs(near)[:2]):
+    n_runs = _kernels.mixed_runs(row, np.int64(pk.near), ws.first, ws.last)
+    for first, last in zip(ws.first[:n_runs].tolist(), ws.last[:n_runs].tolist()):
         seg = row[first:last + 1]
         idx = pk.index(seg)
         seg[:] = seg[np.lexsort((idx, _exact_keys(p, query, idx)))]
@@ -470,8 +454,8 @@ def _quantised_row(p: Prepared, ws: Workspace, query: int, dist: np.ndarray,
                                       np.uint32(10 * pk.scale), ws.qkey_u)
         if len(p.u_zero_rows):
             h2 = p.nbits - p.u_zero_codes @ np.sign(p.q_norm[query]).astype(np.float32)
-            qkey[p.u_zero_rows] = (np.rint(dist[p.u_zero_rows]).astype(np.uint32)
-                                   + (h2 * (5 * pk.scale)).astype(np.uint32))
+            rounded = pk.quantise(dist[p.u_zero_rows], out=np.empty(len(p.u_zero_rows)))
+            qkey[p.u_zero_rows] = rounded + (h2 * (5 * pk.scale)).astype(np.uint32)
         return qkey
     ham_row = ham if ham is not None else p.u_ham @ p.q_ham[query]
     key = np.add(dist, ham_row, out=ws.key)                # scale·(dist + 10·hamming)
@@ -526,8 +510,9 @@ def rank_prefix(p: Prepared, ws: Workspace, start: int, stop: int, *,
     """Per query of ``start:stop``: (sorted words of a ranking prefix, counts).
 
     The prefix is every item with ``2·hamming <= t`` for the smallest ``t >=
-    radius2`` that holds at least ``depth`` items (``depth <= N``); its words
-    equal the first words of :func:`rank_rows`'s row. ``counts[t]`` = number
+    radius2`` that holds at least ``depth`` items (``depth <= N``); its words'
+    relevance bits equal those of the first words of :func:`rank_rows`'s row
+    (indexed 64-bit words, not the same words). ``counts[t]`` = number
     of items with ``2·hamming <= t`` (t = 0 .. 2·nbits): the length of the
     ranking prefix within Hamming radius t/2.
     """
@@ -551,5 +536,5 @@ def rank_prefix(p: Prepared, ws: Workspace, start: int, stop: int, *,
                                  np.empty(len(items), dtype=np.uint32))
         words = p.packing.words_inplace(key, p.offsets[items], rel)
         words.sort()
-        _repair_row(p, start + r, words)
+        _repair_row(p, ws, start + r, words)
         yield words, counts
